@@ -1,0 +1,197 @@
+"""One training step per recipe, sharing everything else (DESIGN.md recipe table).
+
+A step is at most three optimizer updates, in the order of the REPA-E code (REPAE_FACTS section 1):
+  1. VAE update:  SiT frozen and in eval mode; L_REG + 1.5 * L_REPA (+ the diffusion loss only where the
+                  recipe lets it reach the VAE); the REPA term from a SiT forward truncated at the alignment depth.
+  2. discriminator update: hinge loss on real images and the detached reconstruction.
+  3. SiT update:  SiT in train mode on z.detach() (computed before update 1, so one step stale), with the same
+                  t and noise as update 1; diffusion + 0.5 * L_REPA; then the EMA.
+Frozen-VAE recipes only take update 3. Which losses reach the VAE is decided once, in `routing`.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .losses import diffusion_loss, interpolate, repa_loss, sample_time, vae_regularisation
+from .models.discriminator import discriminator_hinge_loss
+from .models.vae import decode, encode, kl_loss
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What each recipe trains and which losses reach the VAE."""
+    trains_vae: bool          # updates 1 and 2 happen at all
+    uses_repa: bool           # the SiT gets the REPA loss
+    vae_gets_repa: bool       # the REPA loss reaches the VAE
+    vae_gets_diffusion: bool  # the diffusion loss reaches the VAE (no stop-gradient)
+    vae_reg: bool             # L1 / perceptual / KL / GAN on the VAE
+    bn_tracks_batches: bool   # the latent BatchNorm normalises with batch statistics in the SiT update
+
+
+def routing(cfg) -> Routing:
+    if cfg.recipe in ("vanilla", "repa", "on-frozen-e2e-vae"):
+        # a frozen VAE: the BatchNorm is a fixed per-channel normalisation (train_ldm_only.py keeps it in eval)
+        return Routing(False, cfg.recipe != "vanilla", False, False, False, False)
+    if cfg.recipe == "e2e-diffusion":
+        return Routing(True, False, False, True, cfg.vae_reg, cfg.latent_norm)
+    if cfg.recipe == "repa-e":
+        return Routing(True, True, True, not cfg.stop_grad, cfg.vae_reg, cfg.latent_norm)
+    raise ValueError(f"unknown recipe '{cfg.recipe}'")
+
+
+@contextmanager
+def frozen_eval(module: nn.Module):
+    """Run a module in eval mode with no parameter gradients, then restore both exactly."""
+    was_training = {m: m.training for m in module.modules()}
+    grads = {p: p.requires_grad for p in module.parameters()}
+    module.eval()
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for m, mode in was_training.items():
+            m.training = mode
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+
+
+def _clip_and_step(state, name: str, loss: torch.Tensor, params) -> float:
+    """Backward, clip to cfg.grad_clip, step; returns the pre-clip gradient norm."""
+    opt = state.optimizers[name]
+    opt.zero_grad(set_to_none=True)
+    scaler = state.scaler
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, state.cfg.grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+    else:
+        opt.step()
+    return float(norm)
+
+
+def _autocast(state):
+    mp = state.cfg.mixed_precision
+    if mp == "no":
+        return nullcontext()
+    return torch.autocast(device_type=state.device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+
+
+def vae_update(state, x, y, z, posterior, recon, t, noise, targets, route: Routing) -> dict[str, float]:
+    """Update 1: the VAE learns from the losses `route` lets through; SiT and projector stay untouched."""
+    cfg, sit = state.cfg, state.sit
+    parts: dict[str, torch.Tensor] = {}
+    with frozen_eval(sit), _autocast(state):
+        z_norm = sit.normalize_latent(z)            # running statistics, constants; the gradient flows to z
+        x_t = interpolate(z_norm, noise, t)
+        if route.vae_gets_diffusion:
+            velocity, projected = sit(x_t, t, y)
+            parts["diffusion_vae"] = diffusion_loss(velocity, z_norm, noise)
+        elif route.vae_gets_repa:
+            _, projected = sit(x_t, t, y, stop_at_depth=cfg.alignment_depth)
+        if route.vae_gets_repa:
+            parts["repa_vae"] = repa_loss(projected, targets)
+    loss = parts.get("diffusion_vae", 0.0) + cfg.vae_align_proj_coeff * parts.get("repa_vae", 0.0)
+    if route.vae_reg:
+        gan_on = state.discriminator is not None and state.step >= cfg.disc_start
+        disc = state.discriminator if gan_on else None
+        with frozen_eval(disc) if disc is not None else nullcontext():
+            reg, reg_parts = vae_regularisation(
+                x, recon, kl_loss(posterior), perceptual=state.perceptual, discriminator=disc,
+                l1_weight=cfg.l1_weight, perceptual_weight=cfg.perceptual_weight,
+                kl_weight=cfg.kl_weight, gan_weight=cfg.gan_weight)
+        loss = loss + reg
+        parts.update(reg_parts)
+    metrics = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
+    metrics["loss/vae_total"] = float(loss.detach())
+    metrics["grad_norm/vae"] = _clip_and_step(state, "vae", loss, state.vae.parameters())
+    return metrics
+
+
+def discriminator_update(state, x, recon) -> dict[str, float]:
+    """Update 2: PatchGAN hinge loss on real images and the (detached) reconstruction."""
+    disc = state.discriminator
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        loss = discriminator_hinge_loss(disc(x.float()), disc(recon.detach().float()))
+    norm = _clip_and_step(state, "disc", loss, disc.parameters())
+    return {"loss/disc": float(loss), "grad_norm/disc": norm}
+
+
+def sit_update(state, z, y, t, noise, targets, route: Routing) -> dict[str, float]:
+    """Update 3: SiT + projector on the detached latent; the latent BatchNorm tracks batch statistics here."""
+    cfg, sit = state.cfg, state.sit
+    sit.train()
+    if not route.bn_tracks_batches:
+        sit.bn.eval()
+    with _autocast(state):
+        z_norm = sit.normalize_latent(z)
+        velocity, projected = sit(interpolate(z_norm, noise, t), t, y)
+        diff = diffusion_loss(velocity, z_norm, noise)
+        metrics = {"loss/diffusion": float(diff)}
+        loss = diff
+        if route.uses_repa:
+            repa = repa_loss(projected, targets)
+            loss = loss + cfg.proj_coeff * repa
+            metrics["loss/repa"] = float(repa)
+    metrics["grad_norm/sit"] = _clip_and_step(state, "sit", loss, [p for p in sit.parameters() if p.requires_grad])
+    return metrics
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """EMA of parameters and of the BatchNorm running statistics (these become the E2E-VAE's latent stats)."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for (name, e), (_, b) in zip(ema.named_buffers(), model.named_buffers()):
+        if e.dtype.is_floating_point:
+            e.lerp_(b, 1.0 - decay)
+        else:
+            e.copy_(b)
+
+
+def latent_statistics(z: torch.Tensor) -> dict[str, float]:
+    """Cheap per-step summaries of the latent (Table 1's spatial variance and total variation, per image)."""
+    z = z.detach().float()
+    spatial_var = z.flatten(2).var(dim=2).mean()                   # variance over positions, per channel and image
+    tv = (z[..., 1:, :] - z[..., :-1, :]).abs().sum((1, 2, 3)) + (z[..., :, 1:] - z[..., :, :-1]).abs().sum((1, 2, 3))
+    return {"latent/mean": float(z.mean()), "latent/std": float(z.std()),
+            "latent/spatial_var": float(spatial_var), "latent/total_variation": float(tv.mean())}
+
+
+def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+    """One iteration of the configured recipe; returns its metrics (plain floats)."""
+    route = routing(state.cfg)
+    metrics: dict[str, float] = {}
+    targets = []
+    if route.uses_repa:
+        with torch.no_grad(), _autocast(state):
+            targets = [state.target_encoder(x).float()]
+    if route.trains_vae:
+        state.vae.train()
+        with _autocast(state):
+            z, posterior = encode(state.vae, x, sample=True, generator=generator)
+            recon = decode(state.vae, z)
+    else:
+        with torch.no_grad(), _autocast(state):
+            z, posterior = encode(state.vae, x, sample=True, generator=generator)
+        recon = None
+    z = z.float()
+    t = sample_time(len(x), generator=generator).to(x.device)
+    noise = torch.randn(z.shape, generator=generator).to(x.device)
+    if route.trains_vae:
+        metrics.update(vae_update(state, x, y, z, posterior, recon, t, noise, targets, route))
+        if route.vae_reg and state.discriminator is not None and state.step >= state.cfg.disc_start:
+            metrics.update(discriminator_update(state, x, recon))
+    metrics.update(sit_update(state, z.detach(), y, t, noise, targets, route))
+    if state.scaler is not None:
+        state.scaler.update()
+    update_ema(state.ema, state.sit, state.cfg.ema_decay)
+    metrics.update(latent_statistics(z))
+    return metrics

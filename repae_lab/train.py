@@ -1,0 +1,355 @@
+"""The shared training loop: build the models for a Config, run the recipe's step, keep the run directory.
+
+Determinism by construction: the data order is a per-epoch permutation seeded by (seed, epoch), and every
+step reseeds its random streams from (seed, step); a resumed run therefore needs no RNG state to continue
+exactly where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from . import rundir
+from .config import Config, config_from_dict
+from .data import class_balanced_indices, load_dataset
+from .models.discriminator import PatchDiscriminator
+from .models.sit import SiT, sit_config
+from .models.target_encoders import build_target_encoder
+from .models.vae import downsample_factor, encode, latent_channels, latent_stats_from_config, vae_from_spec
+from .losses import build_perceptual
+from .recipes import routing, train_step
+from .snapshots import take_snapshot
+
+
+class RunError(RuntimeError):
+    """A problem with the run directory or the run's set-up; the message says what to do."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainState:
+    cfg: Config
+    device: torch.device
+    dataset: Any
+    vae: nn.Module
+    sit: SiT
+    ema: SiT
+    discriminator: nn.Module | None
+    target_encoder: nn.Module | None
+    perceptual: nn.Module | None
+    optimizers: dict[str, torch.optim.Optimizer]
+    scaler: Any = None
+    step: int = 0
+    probe_indices: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _adamw(cfg: Config, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+
+
+def token_grid(cfg: Config, vae) -> tuple[int, int]:
+    """(latent size, SiT token grid side) for the configured resolution, VAE and patch size."""
+    factor = downsample_factor(vae)
+    if cfg.resolution % factor:
+        raise RunError(f"resolution {cfg.resolution} is not divisible by the VAE's downsampling factor {factor}; "
+                       f"use a multiple of {factor}.")
+    latent = cfg.resolution // factor
+    if latent % cfg.patch_size:
+        raise RunError(f"the {latent}x{latent} latent cannot be cut into {cfg.patch_size}x{cfg.patch_size} patches; "
+                       f"choose patch_size dividing {latent}.")
+    return latent, latent // cfg.patch_size
+
+
+@torch.no_grad()
+def estimate_latent_stats(vae, dataset, cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and variance of posterior samples over a few fixed batches (the BN's starting point)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
+    n = min(len(dataset), cfg.latent_stats_batches * cfg.batch_size)
+    idx = torch.randperm(len(dataset), generator=gen)[:n]
+    zs = []
+    for chunk in idx.split(cfg.batch_size):
+        x, _ = dataset.batch(chunk)
+        z, _ = encode(vae, x.to(device), sample=True, generator=gen)
+        zs.append(z.float().cpu())
+    z = torch.cat(zs)
+    return z.mean(dim=(0, 2, 3)), z.var(dim=(0, 2, 3))
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The step-th batch of an endless stream of per-epoch permutations (no sample dropped or repeated in an epoch)."""
+    start = step * batch_size
+    out, pos = [], start
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = perm[offset: offset + batch_size - len(out)]
+        out.extend(take.tolist())
+        pos += len(take)
+    return torch.as_tensor(out)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batch sampler over steps [start, stop): lets DataLoader workers read lazily-loaded datasets in the same order."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int):
+        self.n, self.batch_size, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield batch_indices(self.n, self.batch_size, self.seed, step).tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def batch_stream(dataset, cfg: Config, start: int):
+    """(images, labels) for steps start, start+1, ...: in-process for in-memory data, DataLoader workers otherwise."""
+    n = len(dataset)
+    if cfg.num_workers == 0 or hasattr(dataset, "images"):
+        for step in range(start, cfg.steps):
+            yield dataset.batch(batch_indices(n, cfg.batch_size, cfg.seed, step))
+        return
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=StepBatches(n, cfg.batch_size, cfg.seed, start, cfg.steps),
+                                         num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    yield from loader
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """Every random draw of a step comes from (seed, step): exact resume without saved RNG state."""
+    s = (seed * 1_000_003 + step) % (2 ** 63)
+    torch.manual_seed(s)                      # module-internal randomness (label dropout)
+    return torch.Generator().manual_seed(s)
+
+
+def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
+    vae = vae if vae is not None else vae_from_spec(cfg.vae, in_channels=dataset.channels)
+    if vae.config.in_channels != dataset.channels:
+        raise RunError(f"the VAE takes {vae.config.in_channels}-channel images but '{cfg.dataset}' has "
+                       f"{dataset.channels}; pick a VAE config for {dataset.channels} channels.")
+    vae = vae.to(device)
+    latent, grid = token_grid(cfg, vae)
+    route = routing(cfg)
+
+    target = None
+    if route.uses_repa or cfg.perceptual in ("auto", "workshop") or cfg.target_encoder == "workshop":
+        target = build_target_encoder(cfg, dataset, grid=grid, progress=progress).to(device)
+    sit_cfg = sit_config(cfg.sit_size, input_size=latent, patch_size=cfg.patch_size,
+                         in_channels=latent_channels(vae), num_classes=dataset.num_classes,
+                         class_dropout_prob=cfg.class_dropout_prob, encoder_depth=cfg.alignment_depth,
+                         projector_dim=cfg.projector_dim, z_dims=(target.embed_dim if target is not None else 768,),
+                         bn_momentum=cfg.bn_momentum)
+    sit = SiT(sit_cfg).to(device)
+    stats = latent_stats_from_config(vae)
+    if stats is not None:                       # an exported E2E-VAE carries its latent statistics
+        mean, std = stats
+        var = std.float() ** 2 - sit.bn.eps
+    else:
+        mean, var = estimate_latent_stats(vae, dataset, cfg, device)
+    sit.init_latent_stats(mean.to(device), var.clamp_min(1e-8).to(device))
+    ema = SiT(sit_cfg).to(device)
+    ema.load_state_dict(sit.state_dict())
+    ema.eval().requires_grad_(False)
+
+    optimizers = {"sit": _adamw(cfg, [p for p in sit.parameters() if p.requires_grad], cfg.lr, device)}
+    disc = perceptual = None
+    if route.trains_vae:
+        optimizers["vae"] = _adamw(cfg, vae.parameters(), cfg.vae_lr, device)
+        if route.vae_reg:
+            perceptual = build_perceptual(cfg.perceptual, target)
+            if perceptual is not None:
+                perceptual = perceptual.to(device)
+            if cfg.gan_weight > 0:
+                disc = PatchDiscriminator(dataset.channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers).to(device)
+                optimizers["disc"] = _adamw(cfg, disc.parameters(), cfg.disc_lr, device)
+    else:
+        vae.eval().requires_grad_(False)
+    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
+    probe = class_balanced_indices(dataset.labels, min(cfg.probe_size, len(dataset)), cfg.seed) if cfg.probe_size else None
+    return TrainState(cfg, device, dataset, vae, sit, ema, disc, target if route.uses_repa else None, perceptual,
+                      optimizers, scaler, 0, probe)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints of a TrainState.
+
+def checkpoint_files(state: TrainState) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    files = {"sit": state.sit.state_dict(), "ema": state.ema.state_dict(), "vae": state.vae.state_dict()}
+    if state.discriminator is not None:
+        files["discriminator"] = state.discriminator.state_dict()
+    opt_tensors, opt_meta = {}, {}
+    for name, opt in state.optimizers.items():
+        t, m = rundir.optimizer_to_tensors(opt, name)
+        opt_tensors.update(t)
+        opt_meta[name] = m
+    files["optimizers"] = opt_tensors
+    meta = {"step": state.step, "optimizers": opt_meta,
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None}
+    return files, meta
+
+
+def restore_checkpoint(state: TrainState, path: Path) -> None:
+    files, meta = rundir.load_checkpoint(path)
+    state.sit.load_state_dict(files["sit"])
+    state.ema.load_state_dict(files["ema"])
+    state.vae.load_state_dict(files["vae"])
+    if state.discriminator is not None:
+        state.discriminator.load_state_dict(files["discriminator"])
+    for name, opt in state.optimizers.items():
+        rundir.optimizer_from_tensors(opt, name, files.get("optimizers", {}), meta["optimizers"][name])
+    if state.scaler is not None and meta.get("scaler"):
+        state.scaler.load_state_dict(meta["scaler"])
+    state.step = int(meta["step"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop.
+
+def _flush(run: Path, step: int, window: list[dict[str, float]], t0: float) -> dict[str, float]:
+    means = {k: sum(m[k] for m in window if k in m) / sum(1 for m in window if k in m)
+             for k in {k for m in window for k in m}}
+    record = {"step": step, "time": round(time.time() - t0, 3), **{k: means[k] for k in sorted(means)}}
+    rundir.append_jsonl(run / "metrics.jsonl", record)
+    return means
+
+
+def _snapshot(state: TrainState, run: Path) -> None:
+    if state.probe_indices is None:
+        return
+    tensors, info = take_snapshot(state)
+    rundir.save_snapshot(run, state.step, tensors, info)
+
+
+def _checkpoint(state: TrainState, run: Path) -> None:
+    files, meta = checkpoint_files(state)
+    rundir.save_checkpoint(run, state.step, files, meta, keep=state.cfg.keep_checkpoints)
+
+
+def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_text(out / "config.json", cfg.to_json())
+    rundir.atomic_write_text(out / "vae_config.json", json.dumps(dict(state.vae.config), indent=1, default=list))
+    if state.probe_indices is not None:
+        labels = state.dataset.labels[state.probe_indices]
+        rundir.atomic_write_text(out / "probe_set.json", json.dumps(
+            {"dataset": cfg.dataset, "indices": state.probe_indices.tolist(), "labels": labels.tolist()}))
+
+
+def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
+          progress: bool = True, on_metrics=None) -> dict[str, Any]:
+    """Train `cfg` into run directory `out` (new), or continue the run at `resume` from its last checkpoint.
+
+    Returns the run summary (also written to summary.json)."""
+    if resume is not None:
+        run = Path(resume)
+        if not (run / "config.json").is_file():
+            raise RunError(f"'{run}' is not a run directory (no config.json); pass the folder a previous "
+                           f"`repae-lab train --out` wrote.")
+        cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+    else:
+        if cfg is None or out is None:
+            raise RunError("train() needs a config and an output folder, or resume=RUN.")
+        run = Path(out)
+        if (run / "config.json").exists():
+            raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
+                           f"or pick a new --out folder.")
+    t_start = time.time()
+    state = build_state(cfg, progress=progress)
+    if resume is not None:
+        ckpt = rundir.latest_good_checkpoint(run)
+        if ckpt is not None:
+            restore_checkpoint(state, ckpt)
+        # records past the checkpoint belong to steps that will be redone
+        records = [r for r in rundir.read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= state.step]
+        rundir.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    else:
+        prepare_run_dir(cfg, run, state)
+        _snapshot(state, run)
+
+    device = state.device
+    batches = batch_stream(state.dataset, cfg, state.step)
+    window: list[dict[str, float]] = []
+    last: dict[str, float] = {}
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=f"{cfg.recipe} ({cfg.preset})", disable=not progress,
+               dynamic_ncols=True)
+    while state.step < cfg.steps:
+        gen = step_generator(cfg.seed, state.step)
+        x, y = next(batches)
+        metrics = train_step(state, x.to(device), y.to(device), gen)
+        state.step += 1
+        window.append(metrics)
+        bar.update(1)
+        if cfg.log_every and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
+            last = _flush(run, state.step, window, t_start)
+            window = []
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in last.items() if k.startswith("loss/")})
+            if on_metrics is not None:
+                on_metrics(state.step, last)
+        if cfg.snapshot_every and state.step % cfg.snapshot_every == 0 and state.step != cfg.steps:
+            _snapshot(state, run)
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step != cfg.steps:
+            _checkpoint(state, run)
+    bar.close()
+    if window:
+        last = _flush(run, state.step, window, t_start)
+    _snapshot(state, run)
+    _checkpoint(state, run)
+    return write_summary(run, cfg, time.time() - t_start)
+
+
+def write_summary(run: Path, cfg: Config, seconds: float) -> dict[str, Any]:
+    """Final losses (mean of the last 10% of logged steps), latent statistics and time taken."""
+    records = rundir.read_jsonl(run / "metrics.jsonl")
+    tail = records[-max(1, math.ceil(len(records) / 10)):]
+    keys = sorted({k for r in tail for k in r if k.startswith(("loss/", "latent/"))})
+    final = {k: sum(r[k] for r in tail if k in r) / max(1, sum(1 for r in tail if k in r)) for k in keys}
+    summary = {"run_dir": str(run.resolve()), "recipe": cfg.recipe, "preset": cfg.preset,
+               "steps": records[-1]["step"] if records else 0, "seconds": round(seconds, 1), "final": final}
+    rundir.atomic_write_text(run / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"run directory: {summary['run_dir']}",
+             f"{summary['recipe']} on preset {summary['preset']}: {summary['steps']} steps in {summary['seconds']:.1f} s"]
+    for k, v in summary["final"].items():
+        lines.append(f"  {k:<26} {v:.4g}")
+    return "\n".join(lines)
+
+
+def load_run(run: str | Path, *, checkpoint: str | Path | None = None, progress: bool = False) -> TrainState:
+    """Rebuild a run's models from its directory and load its newest good (or the given) checkpoint.
+
+    For sampling, evaluation and probes: `state.ema` is the EMA SiT, `state.vae` the (tuned) VAE, and
+    `state.ema.denormalize_latent` maps SiT-space latents back to the VAE's."""
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise RunError(f"'{run}' is not a run directory (no config.json); pass a folder written by `repae-lab train`.")
+    cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_config(json.loads((run / "vae_config.json").read_text()))
+    state = build_state(cfg, progress=progress, vae=vae)
+    ckpt = Path(checkpoint) if checkpoint else rundir.latest_good_checkpoint(run)
+    if ckpt is None:
+        raise RunError(f"run '{run}' has no complete checkpoint yet; wait for one or lower checkpoint_every.")
+    restore_checkpoint(state, ckpt)
+    state.extra["run_dir"] = run
+    return state
