@@ -43,6 +43,7 @@ class Config:
     class_dropout_prob: float = 0.1    # label dropout for classifier-free guidance
     target_encoder: str = "workshop"   # a TARGET_ENCODERS name
     target_encoder_weights: str | None = None  # local weights file or hub id for pretrained encoders
+    encoder_steps: int = 300           # training steps of the workshop target encoder (cached after the first run)
     perceptual: str = "auto"           # auto | lpips | workshop | none  (auto: LPIPS-VGG where its weights exist)
     disc_layers: int = 2               # PatchGAN depth (3 in the paper; 2 fits 16x16 images)
     disc_ndf: int = 32                 # PatchGAN base width (64 in the paper)
@@ -214,7 +215,7 @@ def _check_ranges(cfg: Config) -> None:
     need(cfg.recipe in RECIPES, f"unknown recipe '{cfg.recipe}'; choose one of {', '.join(RECIPES)}.{_suggest(cfg.recipe, RECIPES)}")
     need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, got '{cfg.mixed_precision}'.")
     need(cfg.perceptual in ("auto", "lpips", "workshop", "none"), f"perceptual must be auto, lpips, workshop or none, got '{cfg.perceptual}'.")
-    for key in ("steps", "batch_size", "resolution", "patch_size", "alignment_depth", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches"):
+    for key in ("steps", "batch_size", "resolution", "patch_size", "alignment_depth", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches", "encoder_steps"):
         need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}.")
     for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start"):
         need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL
 
 from . import rundir
+from .train import run_vae_architecture
 from .models.vae import save_e2e_vae
 
 
@@ -32,7 +32,7 @@ def load_run_vae(run: str | Path, checkpoint: str | Path | None = None) -> tuple
     if ckpt is None:
         raise ExportError(f"run '{run}' has no complete checkpoint yet; train longer or lower checkpoint_every.")
     files, _ = rundir.load_checkpoint(ckpt)
-    vae = AutoencoderKL.from_config(json.loads((run / "vae_config.json").read_text()))
+    vae = run_vae_architecture(run)
     vae.load_state_dict(files["vae"])
     return vae.eval(), files, ckpt
 

@@ -121,12 +121,13 @@ def discriminator_update(state, x, recon) -> dict[str, float]:
     with torch.autocast(device_type=x.device.type, enabled=False):
         loss = discriminator_hinge_loss(disc(x.float()), disc(recon.detach().float()))
     norm = _clip_and_step(state, "disc", loss, disc.parameters())
-    return {"loss/disc": float(loss), "grad_norm/disc": norm}
+    return {"loss/disc": float(loss.detach()), "grad_norm/disc": norm}
 
 
 def sit_update(state, z, y, t, noise, targets, route: Routing) -> dict[str, float]:
     """Update 3: SiT + projector on the detached latent; the latent BatchNorm tracks batch statistics here."""
     cfg, sit = state.cfg, state.sit
+    z = z.detach()   # the stop-gradient: nothing of this update reaches the VAE
     sit.train()
     if not route.bn_tracks_batches:
         sit.bn.eval()
@@ -134,12 +135,12 @@ def sit_update(state, z, y, t, noise, targets, route: Routing) -> dict[str, floa
         z_norm = sit.normalize_latent(z)
         velocity, projected = sit(interpolate(z_norm, noise, t), t, y)
         diff = diffusion_loss(velocity, z_norm, noise)
-        metrics = {"loss/diffusion": float(diff)}
+        metrics = {"loss/diffusion": float(diff.detach())}
         loss = diff
         if route.uses_repa:
             repa = repa_loss(projected, targets)
             loss = loss + cfg.proj_coeff * repa
-            metrics["loss/repa"] = float(repa)
+            metrics["loss/repa"] = float(repa.detach())
     metrics["grad_norm/sit"] = _clip_and_step(state, "sit", loss, [p for p in sit.parameters() if p.requires_grad])
     return metrics
 
@@ -189,7 +190,7 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generat
         metrics.update(vae_update(state, x, y, z, posterior, recon, t, noise, targets, route))
         if route.vae_reg and state.discriminator is not None and state.step >= state.cfg.disc_start:
             metrics.update(discriminator_update(state, x, recon))
-    metrics.update(sit_update(state, z.detach(), y, t, noise, targets, route))
+    metrics.update(sit_update(state, z, y, t, noise, targets, route))
     if state.scaler is not None:
         state.scaler.update()
     update_ema(state.ema, state.sit, state.cfg.ema_decay)

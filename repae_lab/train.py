@@ -29,6 +29,9 @@ from .recipes import routing, train_step
 from .snapshots import take_snapshot
 
 
+PROGRESS_KEYS = ("loss/diffusion", "loss/repa", "loss/repa_vae", "loss/l1", "latent/spatial_var")
+
+
 class RunError(RuntimeError):
     """A problem with the run directory or the run's set-up; the message says what to do."""
 
@@ -263,6 +266,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
             raise RunError(f"'{run}' is not a run directory (no config.json); pass the folder a previous "
                            f"`repae-lab train --out` wrote.")
         cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+        vae = run_vae_architecture(run)
     else:
         if cfg is None or out is None:
             raise RunError("train() needs a config and an output folder, or resume=RUN.")
@@ -270,8 +274,9 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         if (run / "config.json").exists():
             raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
                            f"or pick a new --out folder.")
+        vae = None
     t_start = time.time()
-    state = build_state(cfg, progress=progress)
+    state = build_state(cfg, progress=progress, vae=vae)
     if resume is not None:
         ckpt = rundir.latest_good_checkpoint(run)
         if ckpt is not None:
@@ -299,7 +304,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         if cfg.log_every and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
             last = _flush(run, state.step, window, t_start)
             window = []
-            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in last.items() if k.startswith("loss/")})
+            bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in PROGRESS_KEYS if k in last})
             if on_metrics is not None:
                 on_metrics(state.step, last)
         if cfg.snapshot_every and state.step % cfg.snapshot_every == 0 and state.step != cfg.steps:
@@ -334,6 +339,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_vae_architecture(run: Path):
+    """The run's VAE architecture (random weights) from vae_config.json: no hub access needed to resume."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_config(json.loads((Path(run) / "vae_config.json").read_text()))
+
+
 def load_run(run: str | Path, *, checkpoint: str | Path | None = None, progress: bool = False) -> TrainState:
     """Rebuild a run's models from its directory and load its newest good (or the given) checkpoint.
 
@@ -343,10 +355,7 @@ def load_run(run: str | Path, *, checkpoint: str | Path | None = None, progress:
     if not (run / "config.json").is_file():
         raise RunError(f"'{run}' is not a run directory (no config.json); pass a folder written by `repae-lab train`.")
     cfg = config_from_dict(json.loads((run / "config.json").read_text()))
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL.from_config(json.loads((run / "vae_config.json").read_text()))
-    state = build_state(cfg, progress=progress, vae=vae)
+    state = build_state(cfg, progress=progress, vae=run_vae_architecture(run))
     ckpt = Path(checkpoint) if checkpoint else rundir.latest_good_checkpoint(run)
     if ckpt is None:
         raise RunError(f"run '{run}' has no complete checkpoint yet; wait for one or lower checkpoint_every.")

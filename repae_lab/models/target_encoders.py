@@ -121,7 +121,7 @@ def train_workshop_encoder(images: torch.Tensor, labels: torch.Tensor, cfg: Work
 
 
 def workshop_encoder_for(dataset, *, grid: int, seed: int = 0, cache_dir: str | Path | None = None,
-                         embed_dim: int = 128, widths: tuple[int, ...] = (32, 64, 128), steps: int = 400,
+                         embed_dim: int = 128, widths: tuple[int, ...] = (32, 64, 128), steps: int = 300,
                          max_images: int = 20_000, progress: bool = True) -> WorkshopEncoder:
     """The workshop encoder for a dataset, trained once and then loaded from the on-disk cache."""
     cfg = WorkshopEncoderConfig(in_channels=dataset.channels, num_classes=dataset.num_classes,
@@ -208,7 +208,8 @@ TARGET_ENCODERS = {"workshop": "workshop_encoder_for", "dinov2-b": "dinov2_b"}
 def build_target_encoder(cfg, dataset, *, grid: int, progress: bool = True) -> nn.Module:
     """The REPA target named by the run config, frozen, in eval mode."""
     if cfg.target_encoder == "workshop":
-        return workshop_encoder_for(dataset, grid=grid, seed=cfg.seed, cache_dir=cfg.cache_dir, progress=progress)
+        return workshop_encoder_for(dataset, grid=grid, seed=cfg.seed, cache_dir=cfg.cache_dir,
+                                    steps=cfg.encoder_steps, progress=progress)
     if cfg.target_encoder == "dinov2-b":
         enc = dinov2_b(cfg.target_encoder_weights, resolution=cfg.resolution)
         tokens_side = enc.image_size // 14

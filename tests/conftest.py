@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny workshop configuration that trains in seconds, and one encoder cache per session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")   # fail fast on any hub access: tests are offline
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Small enough that every recipe runs a few steps in about a second on a 2-core CPU.
+TINY = dict(steps=3, batch_size=8, sit_size="W-tiny", projector_dim=64, alignment_depth=2,
+            encoder_steps=30, probe_size=20, snapshot_recons=4, latent_stats_batches=1,
+            log_every=1, snapshot_every=0, checkpoint_every=0, ema_decay=0.9)
+
+
+@pytest.fixture(scope="session")
+def encoder_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("encoder-cache"))
+
+
+@pytest.fixture
+def tiny(encoder_cache):
+    """Overrides for the workshop preset (call with extra overrides)."""
+    def make(**extra):
+        return {**TINY, "cache_dir": encoder_cache, **extra}
+    return make
+
+
+@pytest.fixture
+def tiny_config(tiny):
+    from repae_lab.config import resolve_config
+
+    def make(recipe="repa-e", **extra):
+        return resolve_config("workshop", recipe=recipe, overrides=tiny(**extra))
+    return make

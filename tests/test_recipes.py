@@ -1,0 +1,181 @@
+"""Gradient routing of each recipe (REPAE_FACTS section 1), and every recipe / ablation running a few steps."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from repae_lab.losses import sample_time
+from repae_lab.models.vae import decode, encode
+from repae_lab.recipes import routing, sit_update, train_step, vae_update
+from repae_lab.train import batch_indices, build_state, step_generator
+
+
+class RecordingOptimizer:
+    """Stands in for an optimizer: keeps the gradients it would have applied, changes nothing."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        self.grads = None
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.grads = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
+
+
+def _batch(state, step=0):
+    cfg = state.cfg
+    return state.dataset.batch(batch_indices(len(state.dataset), cfg.batch_size, cfg.seed, step))
+
+
+def _vae_side_inputs(state, x, gen):
+    z, posterior = encode(state.vae, x, sample=True, generator=gen)
+    recon = decode(state.vae, z)
+    t = sample_time(len(x), generator=gen)
+    noise = torch.randn(z.shape, generator=gen)
+    targets = [state.target_encoder(x)] if state.target_encoder is not None else []
+    return z, posterior, recon, t, noise, targets
+
+
+def _nonzero(grads) -> int:
+    return sum(1 for g in grads if g is not None and g.abs().sum() > 0)
+
+
+@pytest.fixture
+def repae_state(tiny_config):
+    return build_state(tiny_config("repa-e"), progress=False)
+
+
+def test_diffusion_loss_puts_zero_gradient_on_every_vae_parameter(repae_state):
+    state = repae_state
+    x, y = _batch(state)
+    gen = step_generator(0, 0)
+    z, _, _, t, noise, targets = _vae_side_inputs(state, x, gen)
+    assert z.requires_grad                      # z still carries the VAE's graph...
+    for p in state.vae.parameters():
+        p.grad = None
+    sit_update(state, z, y, t, noise, targets, routing(state.cfg))
+    # ...yet the SiT update leaves every VAE parameter without gradient
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in state.vae.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.sit.parameters())
+
+
+def test_repa_loss_reaches_the_vae_and_leaves_the_sit_alone(repae_state):
+    state = repae_state
+    route = replace(routing(state.cfg), vae_reg=False)       # the REPA term alone
+    x, y = _batch(state)
+    gen = step_generator(0, 0)
+    z, posterior, recon, t, noise, targets = _vae_side_inputs(state, x, gen)
+    rec = RecordingOptimizer(state.vae.parameters())
+    state.optimizers["vae"] = rec
+    sit_before = {k: v.clone() for k, v in state.sit.state_dict().items()}
+    modes = []
+    hook = state.sit.register_forward_pre_hook(lambda m, a: modes.append((m.training, m.bn.training)))
+    bn_hook = state.sit.bn.register_forward_pre_hook(lambda m, a: modes.append((m.training, m.training)))
+    try:
+        metrics = vae_update(state, x, y, z, posterior, recon, t, noise, targets, route)
+    finally:
+        hook.remove(), bn_hook.remove()
+    assert "loss/repa_vae" in metrics and "loss/diffusion_vae" not in metrics
+    assert _nonzero(rec.grads) > 0, "the REPA loss must put gradient on the VAE"
+    encoder_grads = [g for g, (n, _) in zip(rec.grads, state.vae.named_parameters()) if n.startswith("encoder.")]
+    assert _nonzero(encoder_grads) > 0
+    assert modes and all(mode == (False, False) for mode in modes), "the SiT must run in eval mode on the VAE side"
+    after = state.sit.state_dict()
+    assert all(torch.equal(sit_before[k], after[k]) for k in sit_before), "the VAE update changed SiT weights or buffers"
+    assert all(p.grad is None for p in state.sit.parameters())
+    assert all(p.requires_grad for p in state.sit.parameters() if p is not state.sit.pos_embed)
+
+
+def test_vae_update_restores_sit_mode_and_grad_flags(repae_state):
+    state = repae_state
+    state.sit.train()
+    flags = [p.requires_grad for p in state.sit.parameters()]
+    x, y = _batch(state)
+    z, posterior, recon, t, noise, targets = _vae_side_inputs(state, x, step_generator(0, 0))
+    vae_update(state, x, y, z, posterior, recon, t, noise, targets, routing(state.cfg))
+    assert state.sit.training and [p.requires_grad for p in state.sit.parameters()] == flags
+
+
+def test_e2e_diffusion_lets_the_diffusion_loss_reach_the_vae(tiny_config):
+    state = build_state(tiny_config("e2e-diffusion"), progress=False)
+    route = replace(routing(state.cfg), vae_reg=False)
+    assert route.vae_gets_diffusion and not route.vae_gets_repa
+    x, y = _batch(state)
+    z, posterior, recon, t, noise, targets = _vae_side_inputs(state, x, step_generator(0, 0))
+    rec = RecordingOptimizer(state.vae.parameters())
+    state.optimizers["vae"] = rec
+    metrics = vae_update(state, x, y, z, posterior, recon, t, noise, targets, route)
+    assert "loss/diffusion_vae" in metrics
+    assert _nonzero(rec.grads) > 0
+
+
+def test_no_stop_grad_ablation_routes_diffusion_into_the_vae(tiny_config):
+    route = routing(tiny_config("repa-e", stop_grad=False))
+    assert route.vae_gets_diffusion and route.vae_gets_repa
+    assert not routing(tiny_config("repa-e")).vae_gets_diffusion
+
+
+@pytest.mark.parametrize("recipe", ["vanilla", "repa"])
+def test_frozen_vae_recipes_leave_vae_bitwise_unchanged(tiny_config, recipe):
+    state = build_state(tiny_config(recipe), progress=False)
+    before = {k: v.clone() for k, v in state.vae.state_dict().items()}
+    bn_before = state.sit.bn.running_mean.clone()
+    for step in range(2):
+        x, y = _batch(state, step)
+        train_step(state, x, y, step_generator(0, step))
+        state.step += 1
+    assert all(torch.equal(before[k], v) for k, v in state.vae.state_dict().items())
+    assert "vae" not in state.optimizers
+    # the BatchNorm is a fixed normalisation when the VAE is frozen
+    assert torch.equal(bn_before, state.sit.bn.running_mean)
+
+
+RUNS = [("vanilla", {}), ("repa", {}), ("e2e-diffusion", {}), ("repa-e", {}),
+        ("repa-e", {"stop_grad": False}), ("repa-e", {"latent_norm": False}), ("repa-e", {"vae_reg": False}),
+        ("repa-e", {"mixed_precision": "bf16"})]
+
+
+@pytest.mark.parametrize("recipe,switches", RUNS, ids=[f"{r}-{'-'.join(f'{k}={v}' for k, v in s.items()) or 'default'}" for r, s in RUNS])
+def test_each_recipe_and_ablation_runs_with_finite_losses(tiny_config, recipe, switches):
+    state = build_state(tiny_config(recipe, **switches), progress=False)
+    vae_before = {k: v.clone() for k, v in state.vae.state_dict().items()}
+    bn_before = state.sit.bn.running_mean.clone()
+    for step in range(3):
+        x, y = _batch(state, step)
+        metrics = train_step(state, x, y, step_generator(0, step))
+        state.step += 1
+        assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
+    assert "loss/diffusion" in metrics
+    assert ("loss/repa" in metrics) == (recipe in ("repa", "repa-e"))
+    vae_changed = any(not torch.equal(vae_before[k], v) for k, v in state.vae.state_dict().items())
+    assert vae_changed == (recipe in ("e2e-diffusion", "repa-e"))
+    if switches.get("vae_reg") is False:
+        assert "loss/l1" not in metrics and "loss/disc" not in metrics
+    elif recipe in ("e2e-diffusion", "repa-e"):
+        assert {"loss/l1", "loss/kl", "loss/perceptual", "loss/gan_g", "loss/disc"} <= set(metrics)
+    bn_moved = not torch.equal(bn_before, state.sit.bn.running_mean)
+    assert bn_moved == (recipe in ("e2e-diffusion", "repa-e") and switches.get("latent_norm", True))
+
+
+def test_ema_tracks_batchnorm_buffers(tiny_config):
+    state = build_state(tiny_config("repa-e", ema_decay=0.5), progress=False)
+    ema_before = state.ema.bn.running_mean.clone()
+    x, y = _batch(state)
+    train_step(state, x, y, step_generator(0, 0))
+    expected = 0.5 * ema_before + 0.5 * state.sit.bn.running_mean
+    assert torch.allclose(state.ema.bn.running_mean, expected, atol=1e-6)
+
+
+def test_step_is_deterministic_for_a_seed(tiny_config):
+    losses = []
+    for _ in range(2):
+        state = build_state(tiny_config("repa-e"), progress=False)
+        x, y = _batch(state)
+        losses.append(train_step(state, x, y, step_generator(0, 0)))
+    assert losses[0] == losses[1]
