@@ -178,13 +178,13 @@ class DinoV2Target(nn.Module):
         return tokens[:, self.num_prefix:]
 
 
-def dinov2_b(weights: str | None = None, *, resolution: int = 256, pretrained: bool = True) -> DinoV2Target:
+def dinov2_b(weights: str | None = None, *, resolution: int = 256, pretrained: bool = True,
+             name: str = "vit_base_patch14_dinov2.lvd142m") -> DinoV2Target:
     """DINOv2 ViT-B/14 (no registers). `weights`: None for timm's hub weights, a local .safetensors/.pth file,
-    or a timm hub id such as 'hf-hub:timm/vit_base_patch14_dinov2.lvd142m'."""
+    or a timm hub id such as 'hf-hub:timm/vit_base_patch14_dinov2.lvd142m'. `name` picks another DINOv2 size."""
     import timm
 
     image_size = 224 * resolution // 256                          # 256 px -> 224 -> 16x16 tokens of 14 px
-    name = "vit_base_patch14_dinov2.lvd142m"
     kwargs = dict(img_size=image_size, num_classes=0, dynamic_img_size=False)
     try:
         if weights is None:

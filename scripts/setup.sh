@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create ./.venv and install repae_lab into it (with the test tools when given --dev). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+extras=""
+if [ "${1:-}" = "--dev" ]; then
+  extras="[dev]"
+fi
+.venv/bin/python -m pip install --quiet --editable ".${extras}"
