@@ -74,6 +74,14 @@ class Config:
     stop_grad: bool = True             # False: the diffusion loss also reaches the VAE
     latent_norm: bool = True           # False: the latent BatchNorm is frozen at the starting VAE's statistics
     vae_reg: bool = True               # False: no L1 / perceptual / KL / GAN on the VAE
+    # alarms (repae_lab/alarms.py)
+    alarm_policy: str = "warn"         # warn | stop | rollback (to the last good checkpoint, lr x rollback_lr_factor)
+    rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 3             # then stop
+    alarm_patience: int = 20           # steps a sustained alarm condition must hold
+    alarm_grad_norm_min: float = 1e-8
+    alarm_disc_loss_min: float = 1e-3
+    alarm_spatial_var_ratio: float = 0.01
     # bookkeeping
     log_every: int = 10                # metrics-log line every N steps (means over the interval)
     snapshot_every: int = 100          # probe-set snapshot every N steps (0 = only first and last)
@@ -219,6 +227,12 @@ def _check_ranges(cfg: Config) -> None:
         need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}.")
     for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start"):
         need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")
+    need(cfg.alarm_policy in ("warn", "stop", "rollback"), f"alarm_policy must be warn, stop or rollback, got '{cfg.alarm_policy}'.")
+    need(0 < cfg.rollback_lr_factor <= 1, f"rollback_lr_factor must be in (0, 1], got {cfg.rollback_lr_factor}.")
+    need(cfg.max_rollbacks >= 0 and cfg.alarm_patience >= 1, "max_rollbacks must be 0 or more and alarm_patience at least 1.")
+    need(not (cfg.log_every and cfg.checkpoint_every and cfg.checkpoint_every % cfg.log_every),
+         f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every}), so a resumed "
+         f"run logs the same intervals as an uninterrupted one.")
     need(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {cfg.keep_checkpoints}.")
     for key in ("lr", "vae_lr", "disc_lr"):
         need(0 < getattr(cfg, key) < 1, f"{key} must be between 0 and 1 (the paper uses 1e-4), got {getattr(cfg, key)}.")

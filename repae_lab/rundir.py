@@ -24,25 +24,36 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
+from .safe_load import CheckpointError
+
 CHECKPOINT_DIR = "checkpoints"
 SNAPSHOT_DIR = "snapshots"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def _write_then_rename(path: Path, write) -> None:
+    """write(tmp) then rename over `path`; a failed write leaves neither a half file nor the temporary."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    _write_then_rename(path, write)
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _write_then_rename(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -140,10 +151,6 @@ def save_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, torch.T
     return final
 
 
-class CheckpointError(RuntimeError):
-    pass
-
-
 def verify_checkpoint(path: Path) -> None:
     manifest_path = Path(path) / "manifest.json"
     if not manifest_path.is_file():
@@ -209,3 +216,44 @@ def iter_metrics(run_dir: Path, prefix: str | None = None) -> Iterator[dict[str,
     for rec in read_jsonl(Path(run_dir) / "metrics.jsonl"):
         if prefix is None or any(k.startswith(prefix) for k in rec):
             yield rec
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One writer per run directory.
+
+class RunLockedError(RuntimeError):
+    pass
+
+
+class RunLock:
+    """An exclusive flock on RUN/.lock: the kernel drops it when the holder dies, so a killed run never
+    leaves the directory stuck. The holder's pid is written inside for the error message."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(f"another training process (pid {holder}) is writing '{self.path.parent}'; wait for "
+                                 f"it to finish or stop it, or train into another --out folder.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

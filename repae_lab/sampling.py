@@ -488,3 +488,35 @@ def write_samples(out: str | Path, images: Tensor, labels: Tensor, protocol: dic
     npz = save_npz(stem.with_suffix(".npz"), images, labels, protocol)
     png = save_grid(stem.with_suffix(".png"), images, labels)
     return {"npz": npz, "png": png, "json": stem.with_suffix(".json")}
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """'LOW,HIGH' from the command line -> (low, high), checked."""
+    parts = [p for p in str(text).replace(" ", "").split(",") if p]
+    if len(parts) != 2:
+        raise SamplingError(f"--interval takes LOW,HIGH (two numbers in [0, 1]), got '{text}'; e.g. --interval 0,0.65.")
+    try:
+        return check_interval((float(parts[0]), float(parts[1])))
+    except ValueError:
+        raise SamplingError(f"--interval takes LOW,HIGH (two numbers in [0, 1]), got '{text}'; e.g. --interval 0,0.65.") from None
+
+
+def sample_to_files(run: str | Path, n: int, out: str | Path, spec: SamplingSpec = SamplingSpec(), *,
+                    checkpoint: str | Path | None = None, batch_size: int = 64, progress: bool = True) -> dict:
+    """`repae-lab sample`: n images from a run's newest good checkpoint into OUT.npz / OUT.png / OUT.json."""
+    import time
+
+    from .train import load_run
+
+    n = check_n(n)
+    state = load_run(run, checkpoint=checkpoint, progress=progress)
+    t0 = time.time()
+    images, labels = sample_run(state, n, spec, batch_size=batch_size, progress=progress)
+    seconds = time.time() - t0
+    protocol = {"run": str(Path(run).resolve()), "step": state.step, "recipe": state.cfg.recipe, "n": n,
+                "dataset": state.dataset.name, "sampling": spec.to_dict(),
+                "labels": f"{spec.labels}, shuffled by seed {spec.seed}", "model": "ema" if spec.ema else "sit",
+                "seconds": round(seconds, 2), "images_per_second": round(n / max(seconds, 1e-9), 2),
+                "device": str(state.device)}
+    files = write_samples(out, images, labels, protocol)
+    return {"files": files, "protocol": protocol}

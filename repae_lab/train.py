@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from .models.target_encoders import build_target_encoder
 from .models.vae import downsample_factor, encode, latent_channels, latent_stats_from_config, vae_from_spec
 from .losses import build_perceptual
 from .recipes import routing, train_step
+from .alarms import AlarmMonitor
+from .safe_load import load_state_dict_checked
 from .snapshots import take_snapshot
 
 
@@ -143,6 +146,9 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
+    # each module is initialised from its own seed, so its weights do not depend on what ran before
+    # (e.g. whether the workshop encoder was trained in this process or loaded from the cache)
+    torch.manual_seed(cfg.seed + 1)
     vae = vae if vae is not None else vae_from_spec(cfg.vae, in_channels=dataset.channels)
     if vae.config.in_channels != dataset.channels:
         raise RunError(f"the VAE takes {vae.config.in_channels}-channel images but '{cfg.dataset}' has "
@@ -159,6 +165,7 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
                          class_dropout_prob=cfg.class_dropout_prob, encoder_depth=cfg.alignment_depth,
                          projector_dim=cfg.projector_dim, z_dims=(target.embed_dim if target is not None else 768,),
                          bn_momentum=cfg.bn_momentum)
+    torch.manual_seed(cfg.seed + 2)
     sit = SiT(sit_cfg).to(device)
     stats = latent_stats_from_config(vae)
     if stats is not None:                       # an exported E2E-VAE carries its latent statistics
@@ -180,6 +187,7 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
             if perceptual is not None:
                 perceptual = perceptual.to(device)
             if cfg.gan_weight > 0:
+                torch.manual_seed(cfg.seed + 3)
                 disc = PatchDiscriminator(dataset.channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers).to(device)
                 optimizers["disc"] = _adamw(cfg, disc.parameters(), cfg.disc_lr, device)
     else:
@@ -210,11 +218,11 @@ def checkpoint_files(state: TrainState) -> tuple[dict[str, dict[str, torch.Tenso
 
 def restore_checkpoint(state: TrainState, path: Path) -> None:
     files, meta = rundir.load_checkpoint(path)
-    state.sit.load_state_dict(files["sit"])
-    state.ema.load_state_dict(files["ema"])
-    state.vae.load_state_dict(files["vae"])
+    load_state_dict_checked(state.sit, files["sit"], "SiT")
+    load_state_dict_checked(state.ema, files["ema"], "EMA SiT")
+    load_state_dict_checked(state.vae, files["vae"], "VAE")
     if state.discriminator is not None:
-        state.discriminator.load_state_dict(files["discriminator"])
+        load_state_dict_checked(state.discriminator, files["discriminator"], "discriminator")
     for name, opt in state.optimizers.items():
         rundir.optimizer_from_tensors(opt, name, files.get("optimizers", {}), meta["optimizers"][name])
     if state.scaler is not None and meta.get("scaler"):
@@ -233,16 +241,30 @@ def _flush(run: Path, step: int, window: list[dict[str, float]], t0: float) -> d
     return means
 
 
+@contextmanager
+def _disk_errors(what: str, state: TrainState, run: Path):
+    """A failed write (full disk, quota, permissions) stops the run with what is still safe on disk."""
+    try:
+        yield
+    except OSError as err:
+        previous = rundir.latest_good_checkpoint(run)
+        kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
+        raise RunError(f"could not write the {what} of step {state.step} ({err.strerror or err}); {kept}. "
+                       f"Free disk space (or lower keep_checkpoints), then `repae-lab train --resume {run}`.") from err
+
+
 def _snapshot(state: TrainState, run: Path) -> None:
     if state.probe_indices is None:
         return
     tensors, info = take_snapshot(state)
-    rundir.save_snapshot(run, state.step, tensors, info)
+    with _disk_errors("probe snapshot", state, run):
+        rundir.save_snapshot(run, state.step, tensors, info)
 
 
 def _checkpoint(state: TrainState, run: Path) -> None:
     files, meta = checkpoint_files(state)
-    rundir.save_checkpoint(run, state.step, files, meta, keep=state.cfg.keep_checkpoints)
+    with _disk_errors("checkpoint", state, run):
+        rundir.save_checkpoint(run, state.step, files, meta, keep=state.cfg.keep_checkpoints)
 
 
 def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
@@ -255,52 +277,117 @@ def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
             {"dataset": cfg.dataset, "indices": state.probe_indices.tolist(), "labels": labels.tolist()}))
 
 
+class TrainingStopped(RunError):
+    """An alarm stopped the run (alarm_policy=stop, or rollbacks exhausted)."""
+
+
 def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
           progress: bool = True, on_metrics=None) -> dict[str, Any]:
     """Train `cfg` into run directory `out` (new), or continue the run at `resume` from its last checkpoint.
 
-    Returns the run summary (also written to summary.json)."""
+    Returns the run summary (also written to summary.json). One process at a time may write a run directory."""
     if resume is not None:
         run = Path(resume)
         if not (run / "config.json").is_file():
             raise RunError(f"'{run}' is not a run directory (no config.json); pass the folder a previous "
                            f"`repae-lab train --out` wrote.")
-        cfg = config_from_dict(json.loads((run / "config.json").read_text()))
-        vae = run_vae_architecture(run)
     else:
         if cfg is None or out is None:
             raise RunError("train() needs a config and an output folder, or resume=RUN.")
         run = Path(out)
-        if (run / "config.json").exists():
-            raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
-                           f"or pick a new --out folder.")
-        vae = None
+    try:
+        with rundir.RunLock(run):
+            return _train_locked(cfg, run, resume is not None, progress, on_metrics)
+    except rundir.RunLockedError as err:
+        raise RunError(str(err)) from None
+
+
+def _train_locked(cfg: Config | None, run: Path, resuming: bool, progress: bool, on_metrics) -> dict[str, Any]:
     t_start = time.time()
-    state = build_state(cfg, progress=progress, vae=vae)
-    if resume is not None:
+    if resuming:
+        cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+        state = build_state(cfg, progress=progress, vae=run_vae_architecture(run))
         ckpt = rundir.latest_good_checkpoint(run)
         if ckpt is not None:
             restore_checkpoint(state, ckpt)
-        # records past the checkpoint belong to steps that will be redone
-        records = [r for r in rundir.read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= state.step]
-        rundir.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        _truncate_metrics(run, state.step)
     else:
+        if (run / "config.json").exists():
+            raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
+                           f"or pick a new --out folder.")
+        state = build_state(cfg, progress=progress)
         prepare_run_dir(cfg, run, state)
         _snapshot(state, run)
+    _loop(state, run, progress, on_metrics, t_start)
+    return write_summary(run, cfg, time.time() - t_start)
 
-    device = state.device
+
+def _truncate_metrics(run: Path, step: int) -> None:
+    """Records past `step` belong to steps that will be redone; alarm and rollback events are kept."""
+    records = [r for r in rundir.read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= step or "event" in r]
+    rundir.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _run_step(state: TrainState, x, y, gen) -> dict[str, float]:
+    try:
+        return train_step(state, x.to(state.device), y.to(state.device), gen)
+    except torch.OutOfMemoryError as err:
+        cfg = state.cfg
+        raise RunError(f"out of GPU memory at step {state.step} with batch_size {cfg.batch_size}: lower it "
+                       f"(--set batch_size={max(1, cfg.batch_size // 2)}) or use mixed_precision=bf16; "
+                       f"resume with `repae-lab train --resume RUN` keeps what was done.") from err
+
+
+def _roll_back(state: TrainState, run: Path, alarm, rollbacks: int) -> None:
+    cfg = state.cfg
+    ckpt = rundir.latest_good_checkpoint(run)
+    if ckpt is None or rollbacks >= cfg.max_rollbacks:
+        why = "no checkpoint to roll back to" if ckpt is None else f"{cfg.max_rollbacks} rollbacks already"
+        raise TrainingStopped(f"{alarm.message}; {why}, so the run stops. Inspect metrics.jsonl; resume with "
+                              f"`repae-lab train --resume {run}` after changing what caused it.")
+    restore_checkpoint(state, ckpt)
+    factor = cfg.rollback_lr_factor ** (rollbacks + 1)     # compounding: each rollback lowers it once more
+    base = {"sit": cfg.lr, "vae": cfg.vae_lr, "disc": cfg.disc_lr}
+    for name, opt in state.optimizers.items():
+        for group in opt.param_groups:
+            group["lr"] = base[name] * factor
+    _truncate_metrics(run, state.step)
+    rundir.append_jsonl(run / "metrics.jsonl", {"step": state.step, "event": "rollback", "alarm": alarm.kind,
+                                                "checkpoint": ckpt.name, "lr_factor": factor,
+                                                "lrs": {k: o.param_groups[0]["lr"] for k, o in state.optimizers.items()}})
+
+
+def _loop(state: TrainState, run: Path, progress: bool, on_metrics, t_start: float) -> None:
+    cfg = state.cfg
+    monitor = AlarmMonitor(cfg)
     batches = batch_stream(state.dataset, cfg, state.step)
     window: list[dict[str, float]] = []
-    last: dict[str, float] = {}
+    rollbacks = 0
     bar = tqdm(total=cfg.steps, initial=state.step, desc=f"{cfg.recipe} ({cfg.preset})", disable=not progress,
                dynamic_ncols=True)
     while state.step < cfg.steps:
         gen = step_generator(cfg.seed, state.step)
         x, y = next(batches)
-        metrics = train_step(state, x.to(device), y.to(device), gen)
+        metrics = _run_step(state, x, y, gen)
         state.step += 1
         window.append(metrics)
         bar.update(1)
+        alarms = monitor.check(state.step, metrics)
+        for alarm in alarms:
+            rundir.append_jsonl(run / "metrics.jsonl", alarm.record(cfg.alarm_policy))
+            tqdm.write(f"repae-lab alarm [{alarm.kind}]: {alarm.message} (policy: {cfg.alarm_policy})")
+        if alarms and cfg.alarm_policy == "stop":
+            raise TrainingStopped(f"{alarms[0].message}; stopped (alarm_policy=stop). The last checkpoint is kept: "
+                                  f"resume with `repae-lab train --resume {run}` or roll back by hand.")
+        if alarms and cfg.alarm_policy == "rollback":
+            _roll_back(state, run, alarms[0], rollbacks)
+            rollbacks += 1
+            monitor.reset()
+            window = []
+            batches = batch_stream(state.dataset, cfg, state.step)
+            bar.reset(total=cfg.steps)
+            bar.update(state.step)
+            continue
         if cfg.log_every and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
             last = _flush(run, state.step, window, t_start)
             window = []
@@ -313,10 +400,9 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
             _checkpoint(state, run)
     bar.close()
     if window:
-        last = _flush(run, state.step, window, t_start)
+        _flush(run, state.step, window, t_start)
     _snapshot(state, run)
     _checkpoint(state, run)
-    return write_summary(run, cfg, time.time() - t_start)
 
 
 def write_summary(run: Path, cfg: Config, seconds: float) -> dict[str, Any]:

@@ -230,7 +230,7 @@ def test_bad_arguments_name_the_problem():
 def _tiny_models(seed=0):
     torch.manual_seed(seed)
     vae = build_vae("workshop-16", in_channels=1).eval()
-    cfg = sit_config("W-tiny", input_size=4, patch_size=2, in_channels=4, num_classes=10, z_dims=(16,),
+    cfg = sit_config("W-tiny", input_size=8, patch_size=2, in_channels=4, num_classes=10, z_dims=(16,),
                      projector_dim=32)
     sit = SiT(cfg).eval()
     return sit, vae
@@ -253,7 +253,7 @@ def test_latents_are_denormalised_with_the_bn_running_statistics():
     vae = RecordingVAE()
     # a fresh SiT's final layer is zero-initialised, so v = 0 and the ODE leaves the noise untouched
     generate_images(sit, vae, torch.arange(3), SamplingSpec(sampler="euler", steps=2, seed=5), progress=False)
-    noise = randn((3, 4, 4, 4), per_sample_generators(5, range(3)))
+    noise = randn((3, 4, 8, 8), per_sample_generators(5, range(3)))
     std = torch.sqrt(torch.tensor([4.0, 1.0, 0.25, 9.0]) + sit.bn.eps).view(1, 4, 1, 1)
     torch.testing.assert_close(vae.seen[0], noise * std + torch.tensor([3.0, -1.0, 0.0, 2.0]).view(1, 4, 1, 1))
 
@@ -293,5 +293,5 @@ def test_sit_velocity_uses_the_null_class_for_the_unconditional_half():
     seen = []
     sit.y_embedder.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     model = sit_velocity(sit, cfg_scale=1.5, interval=(0, 1))
-    model(torch.zeros(2, 4, 4, 4), torch.full((2,), 0.5), torch.tensor([3, 4]))
+    model(torch.zeros(2, 4, 8, 8), torch.full((2,), 0.5), torch.tensor([3, 4]))
     assert seen[-1].tolist() == [3, 4, 10, 10]

@@ -1,0 +1,129 @@
+"""PCA of per-pixel latent vectors, and the PCA-to-RGB view of latents (REPA-E Fig. 2 / Fig. 6).
+
+Every latent position is a C-vector; projecting it on the top three principal components and reading them
+as red, green and blue turns a latent into a picture in which texture, smoothness and object structure
+show at a glance. For pictures to be comparable across training steps (or across runs) the basis *and* the
+colour normalisation must be fitted once and reused: a per-snapshot PCA can flip the sign of an axis or
+reorder components, and per-image min/max would stretch a collapsed, nearly flat latent back into full
+colour and hide the collapse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+N_COLOURS = 3
+DEFAULT_PERCENTILES = (1.0, 99.0)   # robust colour range: a handful of extreme pixels should not wash out the rest
+MAX_FIT_VECTORS = 200_000           # per-pixel vectors used to fit; beyond this a fixed subsample is as good
+
+
+@dataclass
+class PCABasis:
+    """A fitted projection of C-dim latent vectors onto `k` axes, plus the colour range of each axis.
+
+    mean (C,), components (k, C) orthonormal rows, explained_variance_ratio (k,), lo / hi (k,) the
+    projection values mapped to colour 0 and 1. Components beyond the latent's rank (C < 3) are zero rows,
+    which render as a constant mid-grey channel.
+    """
+    mean: np.ndarray
+    components: np.ndarray
+    explained_variance_ratio: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    fitted_on: list = field(default_factory=list)   # e.g. snapshot steps or run names, for the record
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name), dtype=np.float64))
+                for name in ("mean", "components", "explained_variance_ratio", "lo", "hi")}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], fitted_on=()) -> "PCABasis":
+        arrays = {k: tensors[k].double().numpy() for k in ("mean", "components", "explained_variance_ratio", "lo", "hi")}
+        return cls(**arrays, fitted_on=list(fitted_on))
+
+
+def pixel_vectors(latents) -> np.ndarray:
+    """(N, C, h, w) latents -> (N*h*w, C) matrix, one row per latent position."""
+    z = torch.as_tensor(latents).detach().double()
+    if z.ndim != 4:
+        raise ValueError(f"PCA of latents needs shape (N, C, h, w); got {tuple(z.shape)}")
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy()
+
+
+def _sign_convention(components: np.ndarray) -> np.ndarray:
+    """Make each axis point so that its largest-magnitude loading is positive (eigenvectors have no intrinsic sign)."""
+    out = components.copy()
+    for row in out:
+        if np.any(row):
+            if row[np.argmax(np.abs(row))] < 0:
+                row *= -1
+    return out
+
+
+def fit_pca_basis(latent_sets, n_components: int = N_COLOURS, percentiles=DEFAULT_PERCENTILES,
+                  fitted_on=(), max_vectors: int = MAX_FIT_VECTORS) -> PCABasis:
+    """Fit one basis on the pooled per-pixel vectors of several latent tensors (snapshots of a run, or runs).
+
+    Deterministic: an exact eigen-decomposition of the C x C covariance (C is small: 4 to 32), a fixed
+    sign convention, and a fixed-seed subsample when the pool is larger than `max_vectors`. The colour
+    range of each axis is the given percentiles of the pooled projections.
+    """
+    if isinstance(latent_sets, (torch.Tensor, np.ndarray)):
+        latent_sets = [latent_sets]
+    vectors = np.concatenate([pixel_vectors(z) for z in latent_sets])
+    if len(vectors) > max_vectors:
+        keep = np.random.default_rng(0).choice(len(vectors), max_vectors, replace=False)
+        vectors = vectors[np.sort(keep)]
+    channels = vectors.shape[1]
+    mean = vectors.mean(axis=0)
+    centred = vectors - mean
+    cov = centred.T @ centred / max(len(centred) - 1, 1)
+    eigvals, eigvecs = np.linalg.eigh(cov)              # ascending
+    order = np.argsort(eigvals)[::-1]
+    eigvals, eigvecs = np.clip(eigvals[order], 0, None), eigvecs[:, order]
+    k = min(n_components, channels)
+    components = np.zeros((n_components, channels))
+    components[:k] = _sign_convention(eigvecs[:, :k].T)
+    ratio = np.zeros(n_components)
+    total = eigvals.sum()
+    if total > 0:
+        ratio[:k] = eigvals[:k] / total
+    proj = centred @ components.T
+    lo, hi = np.percentile(proj, percentiles, axis=0)
+    return PCABasis(mean=mean, components=components, explained_variance_ratio=ratio, lo=lo, hi=hi,
+                    fitted_on=list(fitted_on))
+
+
+def project(latents, basis: PCABasis) -> np.ndarray:
+    """(N, C, h, w) latents -> (N, k, h, w) coordinates on the basis axes."""
+    z = torch.as_tensor(latents).detach().double()
+    n, c, h, w = z.shape
+    if c != basis.mean.shape[0]:
+        raise ValueError(f"the PCA basis was fitted on {basis.mean.shape[0]}-channel latents; these have {c}")
+    coords = (pixel_vectors(z) - basis.mean) @ basis.components.T
+    return coords.reshape(n, h, w, -1).transpose(0, 3, 1, 2)
+
+
+def pca_rgb(latents, basis: PCABasis) -> np.ndarray:
+    """(N, C, h, w) latents -> (N, h, w, 3) float32 images in [0, 1], colours fixed by the basis' ranges."""
+    coords = project(latents, basis)[:, :N_COLOURS]
+    span = np.where(basis.hi - basis.lo > 0, basis.hi - basis.lo, 1.0)[:N_COLOURS]
+    rgb = (coords - basis.lo[:N_COLOURS, None, None]) / span[:, None, None]
+    # zero-variance axes (lo == hi) sit at mid-grey rather than black
+    rgb = np.where((basis.hi - basis.lo)[:N_COLOURS, None, None] > 0, rgb, 0.5)
+    return np.clip(rgb, 0.0, 1.0).transpose(0, 2, 3, 1).astype(np.float32)
+
+
+def explained_variance(latents, n_components: int = N_COLOURS) -> list[float]:
+    """Share of per-pixel variance in the top principal components of *these* latents (a per-snapshot scalar)."""
+    x = pixel_vectors(latents)
+    x = x - x.mean(axis=0)
+    eig = np.clip(np.linalg.eigvalsh(x.T @ x), 0, None)[::-1]
+    total = eig.sum()
+    out = np.zeros(n_components)
+    if total > 0:
+        m = min(n_components, len(eig))
+        out[:m] = eig[:m] / total
+    return out.tolist()
