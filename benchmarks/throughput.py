@@ -1,6 +1,6 @@
 """Training throughput of every recipe: images/s, step time, peak memory, achieved TFLOP/s and MFU.
 
-    python benchmarks/throughput.py --device cpu --sizes workshop                      # about a minute on a laptop
+    python benchmarks/throughput.py --device cpu --sizes workshop                      # about a minute on 2 CPU cores
     python benchmarks/throughput.py --device cuda --sizes paper --recipes repa-cached,repa,repa-e \\
         --precision bf16 --batch 32 --json perf.json                                   # one H100 / H200
 
@@ -24,6 +24,7 @@ for every size, e.g. `--set sit_size=B` or `--set resolution=64 sit_size=S` to t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -42,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 try:
     import torch
     import torch.nn as nn
-    import torch.nn.functional as F
     import timm
     import diffusers  # noqa: F401  (the VAE is diffusers' AutoencoderKL)
     from repae_lab.config import resolve_config
@@ -115,16 +115,21 @@ def reset_peak_memory(device: torch.device) -> str:
         return "process peak RSS since start (ru_maxrss, never reset)"
 
 
-def peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
+def _proc_status_bytes(key: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024   # kB on Linux
+    return None
+
+
+def peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = _proc_status_bytes("VmHWM")
+    return peak if peak is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # kB on Linux
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -310,17 +315,19 @@ def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: 
     mem_kind = reset_peak_memory(device)
     row = dict(size=size, recipe=kind, batch=batch, precision=args.precision)
     build_on = flops_only_device(size, device) if args.flops_only else device
-    state = make_state(size, kind, build_on, args.precision, batch, args.overrides)
-    if args.compile:
-        state.sit = torch.compile(state.sit)
-    sf = step_flops(state.cfg, state_component_flops(state), kind)
-    row.update(flops_per_image=sf.per_image, flops_per_step=sf.total(batch),
-               passes=[p.__dict__ for p in sf.passes], breakdown=sf.table())
-    if args.flops_only:
-        return row
+    state = None
     try:
+        state = make_state(size, kind, build_on, args.precision, batch, args.overrides)
+        if args.compile:
+            state.sit = torch.compile(state.sit)
+        sf = step_flops(state.cfg, state_component_flops(state), kind)
+        row.update(flops_per_image=sf.per_image, flops_per_step=sf.total(batch),
+                   passes=[dataclasses.asdict(p) for p in sf.passes], breakdown=sf.table())
+        if args.flops_only:
+            return row
         times, metrics = time_steps(state, kind, batch, args.steps, args.warmup)
     except torch.OutOfMemoryError:
+        # report it and go on with the next configuration (a smaller batch may still fit)
         row.update(error="out of memory")
         return row
     finally:
@@ -340,7 +347,7 @@ def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: 
 def format_row(r: dict) -> str:
     head = f"{r['recipe']:<17} {r['size']:<10} {r['batch']:>5} {r['precision']:>5}"
     if "error" in r:
-        return f"{head}  {r['error']}"
+        return f"{head} {r['error']:>9}"
     if "step_ms" not in r:
         return f"{head} {'':>9} {'':>9} {'':>9} {r['flops_per_image'] / 1e9:>10.2f}"
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
@@ -417,13 +424,16 @@ def main(argv=None) -> int:
     args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     peak, device_name = device_peak_tflops(device, args.precision)
     peak = args.peak_tflops or peak
+    command = "python " + " ".join(["benchmarks/throughput.py", *(sys.argv[1:] if argv is None else argv)])
     machine = dict(device=device_name, torch=torch.__version__, python=platform.python_version(),
-                   threads=torch.get_num_threads(), cpus=os.cpu_count(), busy=busy.strip(" ()") or None, precision=args.precision,
-                   peak_tflops=peak, compile=args.compile)
+                   threads=torch.get_num_threads(), cpus=os.cpu_count(), busy=busy.strip(" ()") or None,
+                   precision=args.precision, peak_tflops=peak, compile=args.compile)
     print(f"# {device_name}; torch {torch.__version__}; {torch.get_num_threads()} threads{busy}; precision "
           f"{args.precision}; peak {f'{peak:g} TFLOP/s' if peak else 'unknown (MFU n/a; pass --peak-tflops)'}")
-    print("# command: python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
+    print(f"# command: {command}")
     print(HEADER)
+    # on the CPU the peak RSS includes the Python / torch / diffusers runtime: say how much that is
+    machine["rss_before_first_config_bytes"] = _proc_status_bytes("VmRSS") if device.type == "cpu" else None
     rows = []
     for size in args.sizes:
         for kind in args.recipes:
@@ -435,10 +445,12 @@ def main(argv=None) -> int:
                     print("\n".join("    " + line for line in row["breakdown"].splitlines()))
     mem = next((r["memory_measure"] for r in rows if "memory_measure" in r), None)
     if mem:
-        print(f"# peak mem = {mem}; step ms = median of {args.steps} steps after {args.warmup} warm-up; "
+        base = machine["rss_before_first_config_bytes"]
+        base = f" (the process held {base / 2 ** 30:.2f}G before the first config)" if base else ""
+        print(f"# peak mem = {mem}{base}; step ms = median of {args.steps} steps after {args.warmup} warm-up; "
               f"TFLOP/s = analytic FLOPs per step / step time")
     if args.json:
-        out = dict(machine=machine, command=sys.argv, rows=rows)
+        out = dict(machine=machine, command=command, rows=rows)
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 

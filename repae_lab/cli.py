@@ -3,6 +3,8 @@
     repae-lab train --preset workshop --recipe repa-e --out runs/workshop-repa-e [--set key=value ...] [--config FILE.yaml]
     repae-lab train --resume RUN
     repae-lab export-vae RUN --out DIR
+    repae-lab sample RUN --n N --out FILE [--sampler sde|euler|heun --steps K --cfg S --interval LOW,HIGH --seed S]
+    repae-lab eval RUN [--n N --space workshop,dinov2,inception ...]
     repae-lab presets
 """
 from __future__ import annotations
@@ -37,6 +39,48 @@ def _export(args) -> int:
     return 0
 
 
+def _sampling_spec(args):
+    from .sampling import SamplingSpec, parse_interval
+
+    return SamplingSpec(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg, interval=parse_interval(args.interval),
+                        seed=args.seed, ema=not args.no_ema)
+
+
+def _sample(args) -> int:
+    from .sampling import sample_to_files
+
+    result = sample_to_files(args.run, args.n, args.out, _sampling_spec(args), checkpoint=args.checkpoint,
+                             batch_size=args.batch_size, progress=not args.quiet)
+    files, p = result["files"], result["protocol"]
+    print(f"{p['n']} images of step {p['step']} ({p['images_per_second']} img/s): {files['npz']} (ADM layout, "
+          f"labels beside arr_0), grid {files['png']}, protocol {files['json']}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import evaluate_run, format_record
+
+    record = evaluate_run(args.run, n=args.n, spaces=args.space, spec=_sampling_spec(args), n_ref=args.n_ref,
+                          weights={"dinov2": args.dinov2_weights, "inception": args.inception_weights},
+                          recon=not args.no_recon, checkpoint=args.checkpoint, save_samples=not args.no_npz,
+                          batch_size=args.batch_size, progress=not args.quiet)
+    print(format_record(record))
+    return 0
+
+
+def _add_sampling_args(p) -> None:
+    p.add_argument("run")
+    p.add_argument("--sampler", default="sde", help="sde (Euler-Maruyama, the paper's) | euler | heun")
+    p.add_argument("--steps", type=int, default=None, help="default: 250 for sde, 50 for euler / heun")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--interval", default="0,1", metavar="LOW,HIGH", help="guide only where LOW <= t <= HIGH")
+    p.add_argument("--seed", type=int, default=0, help="labels and noise; image i depends only on (seed, i)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the newest good one)")
+    p.add_argument("--no-ema", action="store_true", help="sample the raw SiT instead of its EMA")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _presets(args) -> int:
     for name, values in PRESETS.items():
         print(f"{name}: dataset={values.get('dataset')} resolution={values.get('resolution')} vae={values.get('vae')} "
@@ -65,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("sample", help="sample a run into an ADM-format .npz (+ PNG grid)")
+    _add_sampling_args(p)
+    p.add_argument("--n", type=int, required=True, help="number of images (class-balanced labels)")
+    p.add_argument("--out", required=True, help="FILE(.npz): writes FILE.npz, FILE.png and FILE.json")
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("eval", help="Frechet distances, precision / recall, IS and VAE reconstruction of a run")
+    _add_sampling_args(p)
+    p.add_argument("--n", type=int, default=None, help="samples (default 1000 on workshop data, 50000 otherwise)")
+    p.add_argument("--space", default=None, help="feature spaces, comma-separated: workshop, dinov2, inception")
+    p.add_argument("--n-ref", type=int, default=None, help="reference images (default: the whole train split)")
+    p.add_argument("--dinov2-weights", default=None, help="local DINOv2-B/14 weights file or timm hub id")
+    p.add_argument("--inception-weights", default=None, help="local torch-fidelity Inception-V3 weights file")
+    p.add_argument("--no-recon", action="store_true", help="skip the VAE reconstruction metrics")
+    p.add_argument("--no-npz", action="store_true", help="do not keep the samples as an .npz in RUN/eval")
+    p.set_defaults(func=_eval)
+
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)
     return parser
@@ -73,11 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DatasetError
+    from .metrics.feature_spaces import FeatureSpaceError
+    from .sampling import SamplingError
     from .train import RunError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, RunError) as err:
+    except (ConfigError, DatasetError, RunError, SamplingError, FeatureSpaceError) as err:
         print(f"repae-lab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,11 +12,11 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 
 from . import rundir
-from .train import run_vae_architecture
+from .train import RunError, run_vae_architecture
 from .models.vae import save_e2e_vae
 
 
-class ExportError(RuntimeError):
+class ExportError(RunError):
     pass
 
 

@@ -496,9 +496,10 @@ def parse_interval(text: str) -> tuple[float, float]:
     if len(parts) != 2:
         raise SamplingError(f"--interval takes LOW,HIGH (two numbers in [0, 1]), got '{text}'; e.g. --interval 0,0.65.")
     try:
-        return check_interval((float(parts[0]), float(parts[1])))
+        low, high = float(parts[0]), float(parts[1])
     except ValueError:
         raise SamplingError(f"--interval takes LOW,HIGH (two numbers in [0, 1]), got '{text}'; e.g. --interval 0,0.65.") from None
+    return check_interval((low, high))
 
 
 def sample_to_files(run: str | Path, n: int, out: str | Path, spec: SamplingSpec = SamplingSpec(), *,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import rundir
 from .config import Config, config_from_dict
-from .data import class_balanced_indices, load_dataset
+from .data import DatasetError, class_balanced_indices, load_dataset
 from .models.discriminator import PatchDiscriminator
 from .models.sit import SiT, sit_config
 from .models.target_encoders import build_target_encoder
@@ -145,7 +145,10 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
+    try:
+        dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
+    except DatasetError as err:
+        raise DatasetError(f"{err} (config keys: dataset, data_root, download, resolution)") from None
     # each module is initialised from its own seed, so its weights do not depend on what ran before
     # (e.g. whether the workshop encoder was trained in this process or loaded from the cache)
     torch.manual_seed(cfg.seed + 1)

@@ -61,6 +61,8 @@ def test_layers_later_wins(tmp_path):
     ({"mixed_precision": "fp8"}, "mixed_precision must be no, bf16 or fp16"),
     ({"snapshot_t": "0.5,1.5"}, "snapshot_t values must lie in [0, 1]"),
     ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+    ({"checkpoint_every": 25, "log_every": 10}, "must be a multiple of log_every"),
+    ({"alarm_policy": "panic"}, "alarm_policy must be warn, stop or rollback"),
 ])
 def test_bad_values_name_the_key_and_fix(overrides, phrase):
     with pytest.raises(ConfigError) as err:

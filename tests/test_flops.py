@@ -4,7 +4,6 @@ Everything runs on the meta device except the last two tests, which count and ti
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import math
 from pathlib import Path

@@ -108,8 +108,10 @@ def test_existing_run_dir_is_not_overwritten(repae_run, tiny):
         train(cfg, repae_run, progress=False)
 
 
-def test_resume_of_a_non_run_says_so(tmp_path, capsys):
+def test_resume_or_export_of_a_non_run_says_so(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+    assert main(["export-vae", str(tmp_path), "--out", str(tmp_path / "vae")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from ..rundir import atomic_save_tensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -142,9 +144,7 @@ def workshop_encoder_for(dataset, *, grid: int, seed: int = 0, cache_dir: str | 
     images, labels = _dataset_tensors(dataset, max_images, seed)
     model, stats = train_workshop_encoder(images, labels, cfg, seed=seed, steps=steps, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(model.state_dict(), str(tmp), metadata={"config": key_src, "stats": json.dumps(stats)})
-    os.replace(tmp, path)
+    atomic_save_tensors(path, model.state_dict(), metadata={"config": key_src, "stats": json.dumps(stats)})
     return model
 
 

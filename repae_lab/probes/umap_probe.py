@@ -47,6 +47,77 @@ def umap_embedding(features, *, n_neighbors: int = DEFAULT_NEIGHBORS, min_dist: 
         return reducer.fit_transform(x).astype(np.float32)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# AlignedUMAP recompiles its layout optimiser on every fit: umap-learn 0.5.x wraps the per-epoch kernel in
+# a fresh numba.njit(parallel=True) inside optimize_layout_aligned_euclidean, which costs 15-30 s of CPU
+# per call (umap PR #1152 fixed the same problem for plain UMAP only). That would make every re-probe of
+# a run pay the compile again. While our fit runs, the driver below stands in for umap's: the same kernel,
+# compiled once per process (and cached on disk by numba), called epoch by epoch exactly as upstream does.
+# The kernel has no prange loop, so a serial compile gives the same numbers. If a future umap-learn
+# renames the kernel, the shim steps aside and umap's own driver runs.
+
+_ALIGNED_EPOCH = None
+
+
+def _aligned_epoch_kernel():
+    global _ALIGNED_EPOCH
+    if _ALIGNED_EPOCH is None:
+        import numba
+        from umap import layouts
+
+        _ALIGNED_EPOCH = numba.njit(layouts._optimize_layout_aligned_euclidean_single_epoch, fastmath=True, cache=True)
+    return _ALIGNED_EPOCH
+
+
+def _make_aligned_driver(upstream):
+    import inspect
+
+    import numba
+
+    signature = inspect.signature(upstream)     # upstream's defaults (a, b, gamma, ...) stay authoritative
+
+    def driver(*args, **kwargs):
+        p = signature.bind(*args, **kwargs)
+        p.apply_defaults()
+        p = p.arguments
+        kernel = _aligned_epoch_kernel()
+        heads = p["head_embeddings"]
+        per_negative = numba.typed.List.empty_list(numba.types.float32[::1])
+        next_negative = numba.typed.List.empty_list(numba.types.float32[::1])
+        next_sample = numba.typed.List.empty_list(numba.types.float32[::1])
+        for eps in p["epochs_per_sample"]:
+            neg = (eps / p["negative_sample_rate"]).astype(np.float32)
+            per_negative.append(neg)
+            next_negative.append(neg.copy())
+            next_sample.append(eps.astype(np.float32))
+        alpha, n_epochs = p["initial_alpha"], p["n_epochs"]
+        for n in range(n_epochs):
+            kernel(heads, p["tail_embeddings"], p["heads"], p["tails"], p["epochs_per_sample"], p["a"], p["b"],
+                   p["regularisation_weights"], p["relations"], p["rng_state"], p["gamma"], p["lambda_"],
+                   heads[0].shape[1], p["move_other"], alpha, per_negative, next_negative, next_sample, n)
+            alpha = p["initial_alpha"] * (1.0 - float(n) / float(n_epochs))
+        return heads
+
+    return driver
+
+
+class _CompileOnce:
+    """Context manager: AlignedUMAP uses the compile-once driver for the duration of one fit."""
+
+    def __enter__(self):
+        from umap import aligned_umap as module, layouts
+
+        self.module, self.saved = module, getattr(module, "optimize_layout_aligned_euclidean", None)
+        if self.saved is not None and hasattr(layouts, "_optimize_layout_aligned_euclidean_single_epoch"):
+            module.optimize_layout_aligned_euclidean = _make_aligned_driver(self.saved)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.module.optimize_layout_aligned_euclidean = self.saved
+        return False
+
+
 def aligned_umap(feature_list, *, n_neighbors: int = DEFAULT_NEIGHBORS, min_dist: float = DEFAULT_MIN_DIST,
                  n_epochs: int = DEFAULT_EPOCHS, alignment_regularisation: float = 1e-2, seed: int = 0) -> list[np.ndarray]:
     """One (N, 2) embedding per feature set (e.g. per snapshot step), fitted jointly so row i stays put where it can.
@@ -65,7 +136,8 @@ def aligned_umap(feature_list, *, n_neighbors: int = DEFAULT_NEIGHBORS, min_dist
         warnings.simplefilter("ignore")
         mapper = umap.AlignedUMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, n_epochs=n_epochs,
                                   alignment_regularisation=alignment_regularisation, random_state=seed)
-        mapper.fit(xs, relations=[identity] * (len(xs) - 1))
+        with _CompileOnce():
+            mapper.fit(xs, relations=[identity] * (len(xs) - 1))
     return [np.asarray(e, dtype=np.float32) for e in mapper.embeddings_]
 
 
