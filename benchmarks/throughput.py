@@ -47,7 +47,6 @@ try:
     import diffusers  # noqa: F401  (the VAE is diffusers' AutoencoderKL)
     from repae_lab.config import resolve_config
     from repae_lab.flops import STEP_KINDS, state_component_flops, step_flops
-    from repae_lab.losses import sample_time
     from repae_lab.models.discriminator import PatchDiscriminator
     from repae_lab.models.sit import SiT, sit_config
     from repae_lab.models.target_encoders import DinoV2Target
@@ -130,6 +129,21 @@ def peak_memory(device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device))
     peak = _proc_status_bytes("VmHWM")
     return peak if peak is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # kB on Linux
+
+
+def release_memory(device: torch.device) -> None:
+    """Free the last configuration's memory, so that the next one's peak starts from the runtime alone."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return
+    try:
+        # glibc keeps freed blocks mapped (they would count in the next configuration's RSS); hand them back
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -217,8 +231,9 @@ def paper_state(cfg, device: torch.device, vae_arch: str) -> TrainState:
     else:
         vae.eval().requires_grad_(False)
     scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
-    return TrainState(cfg, device, None, vae, sit, ema, disc, target if route.uses_repa else None, perceptual,
-                      optimizers, scaler, 0, None)
+    return TrainState(cfg=cfg, device=device, dataset=None, vae=vae, sit=sit, ema=ema, discriminator=disc,
+                      target_encoder=target if route.uses_repa else None, perceptual=perceptual,
+                      optimizers=optimizers, scaler=scaler)
 
 
 def make_state(size: str, kind: str, device: torch.device, precision: str, batch: int, overrides: dict) -> TrainState:
@@ -270,14 +285,16 @@ def synthetic_batch(state: TrainState, batch: int):
 
 
 def cached_repa_step(state: TrainState, y, cache, generator: torch.Generator) -> dict[str, float]:
-    """The repa recipe's SiT update alone, on cached latents and target features: the last part of
-    recipes.train_step (same t / noise draws, same update, scaler and EMA), with a fresh posterior
-    sample from the cached mean and std each step (REPAE_FACTS section 6)."""
+    """The repa recipe's SiT update alone, on cached latents and target features: the tail of
+    recipes.train_step (t, noise and label-dropout draws from the step's generator, the same update, scaler
+    and EMA), with a fresh posterior sample from the cached mean and std each step (REPAE_FACTS section 6)."""
     mean, std, targets = cache
+    n, device = len(mean), mean.device
     z = mean + std * torch.randn_like(mean)
-    t = sample_time(len(z), generator=generator).to(z.device)
-    noise = torch.randn(z.shape, generator=generator).to(z.device)
-    metrics = sit_update(state, z, y, t, noise, [targets], routing(state.cfg))
+    t = torch.rand(n, generator=generator).to(device)
+    noise = torch.randn(mean.shape, generator=generator).to(device)
+    drop = torch.rand(n, generator=generator).to(device) < state.cfg.class_dropout_prob
+    metrics = sit_update(state, z, y, t, noise, [targets], routing(state.cfg), drop_labels=drop)
     if state.scaler is not None:
         state.scaler.update()
     update_ema(state.ema, state.sit, state.cfg.ema_decay)
@@ -332,9 +349,7 @@ def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: 
         return row
     finally:
         del state
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(device)
     step_s = statistics.median(times)
     tflops = sf.total(batch) / step_s / 1e12
     bad = [k for k, v in metrics.items() if v != v or abs(v) == float("inf")]

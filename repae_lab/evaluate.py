@@ -179,9 +179,13 @@ def evaluate_run(run: str | Path, *, n: int | None = None, spaces: str | tuple[s
     """`repae-lab eval RUN`: load the newest good checkpoint, sample, measure, write, log. Returns the record."""
     from .train import load_run
 
+    if isinstance(spaces, (tuple, list)):
+        spaces = ",".join(spaces)
+    names = parse_spaces(spaces) if spaces else None          # bad names and n fail before the run loads
+    n = check_n(n) if n is not None else None
     state = load_run(run, checkpoint=checkpoint, progress=progress)
-    names = parse_spaces(spaces if isinstance(spaces, str) or spaces is None else ",".join(spaces), state.cfg)
-    n = default_n(state.cfg) if n is None else check_n(n)
+    names = names or default_spaces(state.cfg)
+    n = n or default_n(state.cfg)
     built = build_spaces(names, dataset=state.dataset, weights=weights, cache_dir=state.cfg.cache_dir,
                          device=state.device, progress=progress)
     metrics, protocol, images, labels = evaluate_state(state, n=n, spec=spec, spaces=built, n_ref=n_ref,
@@ -216,6 +220,12 @@ def evaluate_during_training(state, step: int) -> dict[str, Any]:
     grid and the record land in RUN/eval/ too). Nothing here touches the training run's state: the models are
     used in eval mode and restored, the sampler draws from its own seeded generators, and the evaluator and the
     reference statistics are built once and kept in state.extra['eval_cache']."""
+    devices = [state.device] if state.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):          # building networks draws from the global RNG
+        return _evaluate_during_training(state, step)
+
+
+def _evaluate_during_training(state, step: int) -> dict[str, Any]:
     cfg = state.cfg
     n = int(_training_setting(cfg, "eval_n"))
     spec = SamplingSpec(sampler=_training_setting(cfg, "eval_sampler"), steps=_training_setting(cfg, "eval_steps"),

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .losses import diffusion_loss, interpolate, repa_loss, sample_time, vae_regularisation
+from .distributed import average_gradients, shard, world_size
+from .losses import diffusion_loss, interpolate, repa_loss, vae_regularisation
 from .models.discriminator import discriminator_hinge_loss
 from .models.vae import decode, encode, kl_loss
 
@@ -59,16 +60,29 @@ def frozen_eval(module: nn.Module):
             p.requires_grad_(flag)
 
 
+@contextmanager
+def no_param_grads(module: nn.Module):
+    """Parameters get no gradient (inputs still do); the module keeps its train/eval mode."""
+    grads = {p: p.requires_grad for p in module.parameters()}
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+
+
 def _clip_and_step(state, name: str, loss: torch.Tensor, params) -> float:
-    """Backward, clip to cfg.grad_clip, step; returns the pre-clip gradient norm."""
+    """Backward, average over processes, clip to cfg.grad_clip, step; returns the pre-clip gradient norm."""
+    params = list(params)
     opt = state.optimizers[name]
     opt.zero_grad(set_to_none=True)
     scaler = state.scaler
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if name != "sit":               # the SiT's gradients are averaged by its DistributedDataParallel wrapper
+        average_gradients(params)
     if scaler is not None:
-        scaler.scale(loss).backward()
         scaler.unscale_(opt)
-    else:
-        loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(params, state.cfg.grad_clip)
     if scaler is not None:
         scaler.step(opt)
@@ -102,7 +116,8 @@ def vae_update(state, x, y, z, posterior, recon, t, noise, targets, route: Routi
     if route.vae_reg:
         gan_on = state.discriminator is not None and state.step >= cfg.disc_start
         disc = state.discriminator if gan_on else None
-        with frozen_eval(disc) if disc is not None else nullcontext():
+        # the generator term runs the discriminator in train mode, as the reference loss does
+        with no_param_grads(disc) if disc is not None else nullcontext():
             reg, reg_parts = vae_regularisation(
                 x, recon, kl_loss(posterior), perceptual=state.perceptual, discriminator=disc,
                 l1_weight=cfg.l1_weight, perceptual_weight=cfg.perceptual_weight,
@@ -124,16 +139,19 @@ def discriminator_update(state, x, recon) -> dict[str, float]:
     return {"loss/disc": float(loss.detach()), "grad_norm/disc": norm}
 
 
-def sit_update(state, z, y, t, noise, targets, route: Routing) -> dict[str, float]:
-    """Update 3: SiT + projector on the detached latent; the latent BatchNorm tracks batch statistics here."""
+def sit_update(state, z, y, t, noise, targets, route: Routing, drop_labels=None) -> dict[str, float]:
+    """Update 3: SiT + projector on the detached latent; the latent BatchNorm tracks batch statistics here.
+    `drop_labels` (bool per sample) replaces the SiT's own random label dropout, so that N processes draw
+    exactly what one process would."""
     cfg, sit = state.cfg, state.sit
+    forward = state.sit_parallel or sit
     z = z.detach()   # the stop-gradient: nothing of this update reaches the VAE
     sit.train()
     if not route.bn_tracks_batches:
         sit.bn.eval()
     with _autocast(state):
         z_norm = sit.normalize_latent(z)
-        velocity, projected = sit(interpolate(z_norm, noise, t), t, y)
+        velocity, projected = forward(interpolate(z_norm, noise, t), t, y, force_drop_ids=drop_labels)
         diff = diffusion_loss(velocity, z_norm, noise)
         metrics = {"loss/diffusion": float(diff.detach())}
         loss = diff
@@ -166,33 +184,43 @@ def latent_statistics(z: torch.Tensor) -> dict[str, float]:
             "latent/spatial_var": float(spatial_var), "latent/total_variation": float(tv.mean())}
 
 
+def _global_draws(shape_per_sample, n_local: int, generator: torch.Generator, device, kind: str = "normal"):
+    """A draw for the global batch (as one process would make it), sliced to this process's rows."""
+    n_global = n_local * world_size()
+    draw = torch.randn((n_global, *shape_per_sample), generator=generator) if kind == "normal" \
+        else torch.rand((n_global, *shape_per_sample), generator=generator)
+    return shard(draw).to(device)
+
+
 def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
-    """One iteration of the configured recipe; returns its metrics (plain floats)."""
-    route = routing(state.cfg)
+    """One iteration of the configured recipe on this process's rows of the global batch; returns its metrics.
+
+    Every random draw (posterior sample, t, noise, label dropout) is made for the global batch from
+    `generator` and sliced, so the step does not depend on how many processes share it."""
+    cfg = state.cfg
+    route = routing(cfg)
     metrics: dict[str, float] = {}
     targets = []
     if route.uses_repa:
         with torch.no_grad(), _autocast(state):
             targets = [state.target_encoder(x).float()]
-    if route.trains_vae:
-        state.vae.train()
-        with _autocast(state):
-            z, posterior = encode(state.vae, x, sample=True, generator=generator)
-            recon = decode(state.vae, z)
-    else:
-        with torch.no_grad(), _autocast(state):
-            z, posterior = encode(state.vae, x, sample=True, generator=generator)
-        recon = None
+    state.vae.train(route.trains_vae)
+    with torch.set_grad_enabled(route.trains_vae), _autocast(state):
+        _, posterior = encode(state.vae, x, sample=False)
+        eps = _global_draws(posterior.mean.shape[1:], len(x), generator, x.device)
+        z = posterior.mean + posterior.std * eps                      # a posterior sample (REPA-E trains on samples)
+        recon = decode(state.vae, z) if route.trains_vae else None
     z = z.float()
-    t = sample_time(len(x), generator=generator).to(x.device)
-    noise = torch.randn(z.shape, generator=generator).to(x.device)
+    t = _global_draws((), len(x), generator, x.device, kind="uniform")
+    noise = _global_draws(z.shape[1:], len(x), generator, x.device)
+    drop = _global_draws((), len(x), generator, x.device, kind="uniform") < cfg.class_dropout_prob
     if route.trains_vae:
         metrics.update(vae_update(state, x, y, z, posterior, recon, t, noise, targets, route))
-        if route.vae_reg and state.discriminator is not None and state.step >= state.cfg.disc_start:
+        if route.vae_reg and state.discriminator is not None and state.step >= cfg.disc_start:
             metrics.update(discriminator_update(state, x, recon))
-    metrics.update(sit_update(state, z, y, t, noise, targets, route))
+    metrics.update(sit_update(state, z, y, t, noise, targets, route, drop_labels=drop))
     if state.scaler is not None:
         state.scaler.update()
-    update_ema(state.ema, state.sit, state.cfg.ema_decay)
+    update_ema(state.ema, state.sit, cfg.ema_decay)
     metrics.update(latent_statistics(z))
     return metrics

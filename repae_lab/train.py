@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from . import rundir
 from .config import Config, config_from_dict
 from .data import DatasetError, class_balanced_indices, load_dataset
@@ -39,12 +40,6 @@ class RunError(RuntimeError):
     """A problem with the run directory or the run's set-up; the message says what to do."""
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @dataclass
 class TrainState:
     cfg: Config
@@ -60,6 +55,7 @@ class TrainState:
     scaler: Any = None
     step: int = 0
     probe_indices: torch.Tensor | None = None
+    sit_parallel: Any = None          # the DistributedDataParallel wrapper of `sit` under torchrun
     extra: dict = field(default_factory=dict)
 
 
@@ -117,7 +113,7 @@ class StepBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         for step in range(self.start, self.stop):
-            yield batch_indices(self.n, self.batch_size, self.seed, step).tolist()
+            yield dist.shard(batch_indices(self.n, self.batch_size, self.seed, step)).tolist()
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -128,7 +124,7 @@ def batch_stream(dataset, cfg: Config, start: int):
     n = len(dataset)
     if cfg.num_workers == 0 or hasattr(dataset, "images"):
         for step in range(start, cfg.steps):
-            yield dataset.batch(batch_indices(n, cfg.batch_size, cfg.seed, step))
+            yield dataset.batch(dist.shard(batch_indices(n, cfg.batch_size, cfg.seed, step)))
         return
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=StepBatches(n, cfg.batch_size, cfg.seed, start, cfg.steps),
                                          num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
@@ -143,7 +139,11 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
-    device = pick_device(cfg.device)
+    device = dist.init_from_env(cfg.device)
+    try:
+        dist.check_batch_size(cfg.batch_size)
+    except ValueError as err:
+        raise RunError(str(err)) from None
     torch.manual_seed(cfg.seed)
     try:
         dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
@@ -162,14 +162,18 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
 
     target = None
     if route.uses_repa or cfg.perceptual in ("auto", "workshop") or cfg.target_encoder == "workshop":
-        target = build_target_encoder(cfg, dataset, grid=grid, progress=progress).to(device)
+        # rank 0 trains (or downloads) the encoder first; the others then read its cache
+        for turn in ("main", "others"):
+            if (turn == "main") == dist.is_main():
+                target = build_target_encoder(cfg, dataset, grid=grid, progress=progress and dist.is_main()).to(device)
+            dist.barrier()
     sit_cfg = sit_config(cfg.sit_size, input_size=latent, patch_size=cfg.patch_size,
                          in_channels=latent_channels(vae), num_classes=dataset.num_classes,
                          class_dropout_prob=cfg.class_dropout_prob, encoder_depth=cfg.alignment_depth,
                          projector_dim=cfg.projector_dim, z_dims=(target.embed_dim if target is not None else 768,),
                          bn_momentum=cfg.bn_momentum)
     torch.manual_seed(cfg.seed + 2)
-    sit = SiT(sit_cfg).to(device)
+    sit = dist.globalize_batchnorm(SiT(sit_cfg)).to(device)
     stats = latent_stats_from_config(vae)
     if stats is not None:                       # an exported E2E-VAE carries its latent statistics
         mean, std = stats
@@ -191,14 +195,24 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
                 perceptual = perceptual.to(device)
             if cfg.gan_weight > 0:
                 torch.manual_seed(cfg.seed + 3)
-                disc = PatchDiscriminator(dataset.channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers).to(device)
+                disc = dist.globalize_batchnorm(
+                    PatchDiscriminator(dataset.channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers)).to(device)
                 optimizers["disc"] = _adamw(cfg, disc.parameters(), cfg.disc_lr, device)
     else:
         vae.eval().requires_grad_(False)
     scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
     probe = class_balanced_indices(dataset.labels, min(cfg.probe_size, len(dataset)), cfg.seed) if cfg.probe_size else None
+    parallel = None
+    if dist.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        # the projectors take no part in the loss of recipes without REPA
+        parallel = DistributedDataParallel(sit, device_ids=[device.index] if device.type == "cuda" else None,
+                                           find_unused_parameters=not route.uses_repa, broadcast_buffers=False)
+        for module in (vae, disc):
+            dist.broadcast_parameters(module)
     return TrainState(cfg, device, dataset, vae, sit, ema, disc, target if route.uses_repa else None, perceptual,
-                      optimizers, scaler, 0, probe)
+                      optimizers, scaler, 0, probe, parallel)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -265,9 +279,12 @@ def _snapshot(state: TrainState, run: Path) -> None:
 
 
 def _checkpoint(state: TrainState, run: Path) -> None:
-    files, meta = checkpoint_files(state)
-    with _disk_errors("checkpoint", state, run):
-        rundir.save_checkpoint(run, state.step, files, meta, keep=state.cfg.keep_checkpoints)
+    """Rank 0 writes; every rank waits for it, so no process can later read a checkpoint still being written."""
+    if dist.is_main():
+        files, meta = checkpoint_files(state)
+        with _disk_errors("checkpoint", state, run):
+            rundir.save_checkpoint(run, state.step, files, meta, keep=state.cfg.keep_checkpoints)
+    dist.barrier()
 
 
 def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
@@ -298,9 +315,14 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         if cfg is None or out is None:
             raise RunError("train() needs a config and an output folder, or resume=RUN.")
         run = Path(out)
+    if resume is None and (run / "config.json").exists():
+        raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
+                       f"or pick a new --out folder.")
+    dist.init_from_env(cfg.device if cfg is not None else "auto")
     try:
-        with rundir.RunLock(run):
-            return _train_locked(cfg, run, resume is not None, progress, on_metrics)
+        # under torchrun only rank 0 writes the run directory, so only rank 0 holds its lock
+        with rundir.RunLock(run) if dist.is_main() else nullcontext():
+            return _train_locked(cfg, run, resume is not None, progress and dist.is_main(), on_metrics)
     except rundir.RunLockedError as err:
         raise RunError(str(err)) from None
 
@@ -313,16 +335,18 @@ def _train_locked(cfg: Config | None, run: Path, resuming: bool, progress: bool,
         ckpt = rundir.latest_good_checkpoint(run)
         if ckpt is not None:
             restore_checkpoint(state, ckpt)
-        _truncate_metrics(run, state.step)
+        dist.barrier()                 # every rank has read the checkpoint before rank 0 edits the log
+        if dist.is_main():
+            _truncate_metrics(run, state.step)
     else:
-        if (run / "config.json").exists():
-            raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
-                           f"or pick a new --out folder.")
         state = build_state(cfg, progress=progress)
-        prepare_run_dir(cfg, run, state)
-        _snapshot(state, run)
+        if dist.is_main():
+            prepare_run_dir(cfg, run, state)
+            _snapshot(state, run)
     _loop(state, run, progress, on_metrics, t_start)
-    return write_summary(run, cfg, time.time() - t_start)
+    summary = write_summary(run, cfg, time.time() - t_start) if dist.is_main() else {}
+    dist.barrier()
+    return summary
 
 
 def _truncate_metrics(run: Path, step: int) -> None:
@@ -349,11 +373,14 @@ def _roll_back(state: TrainState, run: Path, alarm, rollbacks: int) -> None:
         raise TrainingStopped(f"{alarm.message}; {why}, so the run stops. Inspect metrics.jsonl; resume with "
                               f"`repae-lab train --resume {run}` after changing what caused it.")
     restore_checkpoint(state, ckpt)
+    dist.barrier()
     factor = cfg.rollback_lr_factor ** (rollbacks + 1)     # compounding: each rollback lowers it once more
     base = {"sit": cfg.lr, "vae": cfg.vae_lr, "disc": cfg.disc_lr}
     for name, opt in state.optimizers.items():
         for group in opt.param_groups:
             group["lr"] = base[name] * factor
+    if not dist.is_main():
+        return
     _truncate_metrics(run, state.step)
     rundir.append_jsonl(run / "metrics.jsonl", {"step": state.step, "event": "rollback", "alarm": alarm.kind,
                                                 "checkpoint": ckpt.name, "lr_factor": factor,
@@ -366,17 +393,19 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, t_start: flo
     batches = batch_stream(state.dataset, cfg, state.step)
     window: list[dict[str, float]] = []
     rollbacks = 0
+    main = dist.is_main()
     bar = tqdm(total=cfg.steps, initial=state.step, desc=f"{cfg.recipe} ({cfg.preset})", disable=not progress,
                dynamic_ncols=True)
     while state.step < cfg.steps:
         gen = step_generator(cfg.seed, state.step)
         x, y = next(batches)
-        metrics = _run_step(state, x, y, gen)
+        # averaged over processes, so every rank sees the same numbers and takes the same alarm decisions
+        metrics = dist.mean_across(_run_step(state, x, y, gen))
         state.step += 1
         window.append(metrics)
         bar.update(1)
         alarms = monitor.check(state.step, metrics)
-        for alarm in alarms:
+        for alarm in alarms if main else ():
             rundir.append_jsonl(run / "metrics.jsonl", alarm.record(cfg.alarm_policy))
             tqdm.write(f"repae-lab alarm [{alarm.kind}]: {alarm.message} (policy: {cfg.alarm_policy})")
         if alarms and cfg.alarm_policy == "stop":
@@ -392,19 +421,21 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, t_start: flo
             bar.update(state.step)
             continue
         if cfg.log_every and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
-            last = _flush(run, state.step, window, t_start)
+            if main:
+                last = _flush(run, state.step, window, t_start)
+                bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in PROGRESS_KEYS if k in last})
+                if on_metrics is not None:
+                    on_metrics(state.step, last)
             window = []
-            bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in PROGRESS_KEYS if k in last})
-            if on_metrics is not None:
-                on_metrics(state.step, last)
-        if cfg.snapshot_every and state.step % cfg.snapshot_every == 0 and state.step != cfg.steps:
+        if cfg.snapshot_every and state.step % cfg.snapshot_every == 0 and state.step != cfg.steps and main:
             _snapshot(state, run)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step != cfg.steps:
             _checkpoint(state, run)
     bar.close()
-    if window:
+    if window and main:
         _flush(run, state.step, window, t_start)
-    _snapshot(state, run)
+    if main:
+        _snapshot(state, run)
     _checkpoint(state, run)
 
 

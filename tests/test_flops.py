@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -175,7 +176,8 @@ def one_thread():
 def test_lpips_stand_in_costs_what_lpips_vgg_costs():
     lpips = pytest.importorskip("lpips")
     bench = _benchmark_module()
-    with META, pytest.warns(UserWarning):   # torchvision's deprecation warning for lpips' pretrained=False
+    with META, warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # torchvision's deprecation warning for lpips' pretrained=False
         real = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)   # random weights, no download
         stand_in = bench.RandomLPIPSVGG()
     x = torch.empty(1, 3, 64, 64, device=META)

@@ -224,3 +224,79 @@ def test_dinov2_space_with_random_weights_gives_cls_features():
     space = dinov2_space(None, pretrained=False)
     feats, logits = extract_features(space, torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8))
     assert feats.shape == (2, 768) and logits is None and torch.isfinite(feats).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pipeline on a tiny run: `repae-lab sample`, `repae-lab eval` and the training-time evaluation.
+
+@pytest.fixture
+def quick_evaluator(monkeypatch):
+    """Train the workshop evaluator for a few steps only: these tests check plumbing, not its accuracy."""
+    import repae_lab.metrics.feature_spaces as fs
+
+    monkeypatch.setattr(fs, "EVALUATOR_STEPS", 10)
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_config, quick_evaluator):
+    from repae_lab.train import train
+
+    run = tmp_path / "run"
+    train(tiny_config("repa-e", steps=2), run, progress=False)
+    return run
+
+
+@pytest.mark.slow
+def test_cli_sample_and_eval_write_files_and_log_the_protocol(tiny_run, tmp_path, capsys):
+    from repae_lab import rundir
+    from repae_lab.cli import main
+
+    out = tmp_path / "samples" / "s.npz"
+    assert main(["sample", str(tiny_run), "--n", "12", "--out", str(out), "--sampler", "heun", "--steps", "3",
+                 "--cfg", "1.5", "--interval", "0,0.6", "--seed", "4", "--quiet"]) == 0
+    with np.load(out) as data:
+        assert data["arr_0"].shape == (12, 16, 16, 3) and data["arr_0"].dtype == np.uint8
+        assert sorted(np.bincount(data["labels"], minlength=10).tolist()) == [1] * 8 + [2] * 2
+    assert out.with_suffix(".png").is_file()
+
+    assert main(["eval", str(tiny_run), "--n", "24", "--sampler", "euler", "--steps", "2", "--quiet"]) == 0
+    records = [r for r in rundir.read_jsonl(tiny_run / "metrics.jsonl") if r.get("kind") == "eval"]
+    assert len(records) == 1
+    rec = records[0]
+    for key in ("eval/fd_workshop", "eval/precision_workshop", "eval/recall_workshop", "eval/is_workshop",
+                "eval/accuracy_workshop", "eval/rpsnr", "eval/rssim", "eval/rfd_workshop"):
+        assert math.isfinite(rec[key]), key
+    p = rec["protocol"]
+    assert p["n"] == 24 and p["sampling"]["sampler"] == "euler" and p["sampling"]["steps"] == 2
+    assert p["spaces"]["workshop"]["n_ref"] == 1797 and "class-balanced" in p["labels"] and rec["step"] == 2
+    written = list((tiny_run / "eval").glob("step-00000002-euler2-cfg1-n24.*"))
+    assert sorted(f.suffix for f in written) == [".json", ".npz", ".png"]
+    assert "eval/fd_workshop" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_evaluate_during_training_leaves_the_training_state_alone(tiny_config, quick_evaluator, tmp_path,
+                                                                  monkeypatch):
+    import repae_lab.evaluate as ev
+    from repae_lab.config import FIELD_NAMES
+    from repae_lab.train import build_state
+
+    small = dict(eval_n=16, eval_steps=2)
+    monkeypatch.setattr(ev, "TRAINING_EVAL_DEFAULTS", {**ev.TRAINING_EVAL_DEFAULTS, **small})
+    state = build_state(tiny_config("repa-e", **{k: v for k, v in small.items() if k in FIELD_NAMES}), progress=False)
+    state.vae.train()
+    before = {name: {k: v.clone() for k, v in getattr(state, name).state_dict().items()}
+              for name in ("sit", "ema", "vae")}
+    rng = torch.get_rng_state()
+    state.extra["run_dir"] = tmp_path
+    record = ev.evaluate_during_training(state, 40)
+    assert record["step"] == 40 and record["kind"] == "eval" and math.isfinite(record["eval/fd_workshop"])
+    assert record["protocol"]["during_training"] and record["protocol"]["n"] == 16
+    for name, sd in before.items():
+        for k, v in getattr(state, name).state_dict().items():
+            assert torch.equal(v, sd[k]), f"{name}.{k} changed"
+    assert state.vae.training, "the VAE must be back in training mode"
+    assert torch.equal(torch.get_rng_state(), rng), "the global RNG must not move"
+    assert (tmp_path / "eval" / "step-00000040-heun2-cfg1-n16.png").is_file()
+    again = ev.evaluate_during_training(state, 40)                      # same protocol, same figures
+    assert again["eval/fd_workshop"] == record["eval/fd_workshop"]
