@@ -335,7 +335,7 @@ def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: 
     state = None
     try:
         state = make_state(size, kind, build_on, args.precision, batch, args.overrides)
-        if args.compile:
+        if args.compile and not args.flops_only:
             state.sit = torch.compile(state.sit)
         sf = step_flops(state.cfg, state_component_flops(state), kind)
         row.update(flops_per_image=sf.per_image, flops_per_step=sf.total(batch),

@@ -27,7 +27,8 @@ def _train(args) -> int:
             return 0
         out = args.out or f"runs/{cfg.preset}-{cfg.recipe}"
         summary = train(cfg, out, progress=not args.quiet)
-    print(format_summary(summary))
+    if summary:                       # under torchrun only rank 0 has one
+        print(format_summary(summary))
     return 0
 
 
