@@ -61,6 +61,13 @@ class Config:
     grad_clip: float = 1.0             # max gradient norm, per module
     ema_decay: float = 0.9999          # EMA of the SiT, BN buffers included
     mixed_precision: str = "no"        # no | bf16 | fp16
+    # speed switches (benchmarks/throughput.py measures them)
+    tf32: bool = True                  # TF32 matmuls / convolutions on Ampere+ GPUs
+    compile: bool = False              # torch.compile the SiT
+    channels_last: bool = False        # channels-last memory format for the convolutional VAE and discriminator
+    grad_accumulation: int = 1         # micro-batches per step (each process's share of batch_size is split)
+    activation_checkpointing: bool = False   # recompute SiT blocks in backward to save memory
+    cache_latents: bool = False        # frozen-VAE recipes: encode the dataset once (posterior mean and std)
     # loss weights (REPAE_FACTS section 1)
     proj_coeff: float = 0.5            # REPA weight on the SiT / projector side
     vae_align_proj_coeff: float = 1.5  # REPA weight on the VAE side
@@ -223,7 +230,12 @@ def _check_ranges(cfg: Config) -> None:
     need(cfg.recipe in RECIPES, f"unknown recipe '{cfg.recipe}'; choose one of {', '.join(RECIPES)}.{_suggest(cfg.recipe, RECIPES)}")
     need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, got '{cfg.mixed_precision}'.")
     need(cfg.perceptual in ("auto", "lpips", "workshop", "none"), f"perceptual must be auto, lpips, workshop or none, got '{cfg.perceptual}'.")
-    for key in ("steps", "batch_size", "resolution", "patch_size", "alignment_depth", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches", "encoder_steps"):
+    need(cfg.batch_size % cfg.grad_accumulation == 0,
+         f"batch_size ({cfg.batch_size}) must divide into grad_accumulation ({cfg.grad_accumulation}) micro-batches.")
+    need(not (cfg.cache_latents and cfg.recipe in ("e2e-diffusion", "repa-e")),
+         "cache_latents only applies to frozen-VAE recipes (vanilla, repa, on-frozen-e2e-vae): a VAE being trained "
+         "changes its latents every step.")
+    for key in ("steps", "batch_size", "grad_accumulation", "resolution", "patch_size", "alignment_depth", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches", "encoder_steps"):
         need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}.")
     for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start"):
         need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")

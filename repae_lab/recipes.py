@@ -72,20 +72,21 @@ def no_param_grads(module: nn.Module):
             p.requires_grad_(flag)
 
 
-def _clip_and_step(state, name: str, loss: torch.Tensor, params) -> float:
-    """Backward, average over processes, clip to cfg.grad_clip, step; returns the pre-clip gradient norm."""
+def _backward(state, loss: torch.Tensor) -> None:
+    (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
+
+
+def _step(state, name: str, params) -> float:
+    """Average over processes, unscale, clip to cfg.grad_clip, step; returns the pre-clip gradient norm."""
     params = list(params)
     opt = state.optimizers[name]
-    opt.zero_grad(set_to_none=True)
-    scaler = state.scaler
-    (scaler.scale(loss) if scaler is not None else loss).backward()
     if name != "sit":               # the SiT's gradients are averaged by its DistributedDataParallel wrapper
         average_gradients(params)
-    if scaler is not None:
-        scaler.unscale_(opt)
+    if state.scaler is not None:
+        state.scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(params, state.cfg.grad_clip)
-    if scaler is not None:
-        scaler.step(opt)
+    if state.scaler is not None:
+        state.scaler.step(opt)
     else:
         opt.step()
     return float(norm)
@@ -98,8 +99,8 @@ def _autocast(state):
     return torch.autocast(device_type=state.device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
 
 
-def vae_update(state, x, y, z, posterior, recon, t, noise, targets, route: Routing) -> dict[str, float]:
-    """Update 1: the VAE learns from the losses `route` lets through; SiT and projector stay untouched."""
+def vae_loss(state, x, y, z, posterior, recon, t, noise, targets, route: Routing):
+    """Update 1's loss: what `route` lets reach the VAE, with the SiT frozen and in eval mode."""
     cfg, sit = state.cfg, state.sit
     parts: dict[str, torch.Tensor] = {}
     with frozen_eval(sit), _autocast(state):
@@ -126,25 +127,23 @@ def vae_update(state, x, y, z, posterior, recon, t, noise, targets, route: Routi
         parts.update(reg_parts)
     metrics = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
     metrics["loss/vae_total"] = float(loss.detach())
-    metrics["grad_norm/vae"] = _clip_and_step(state, "vae", loss, state.vae.parameters())
-    return metrics
+    return loss, metrics
 
 
-def discriminator_update(state, x, recon) -> dict[str, float]:
-    """Update 2: PatchGAN hinge loss on real images and the (detached) reconstruction."""
+def discriminator_loss(state, x, recon):
+    """Update 2's loss: PatchGAN hinge on real images and the (detached) reconstruction, in fp32."""
     disc = state.discriminator
     with torch.autocast(device_type=x.device.type, enabled=False):
         loss = discriminator_hinge_loss(disc(x.float()), disc(recon.detach().float()))
-    norm = _clip_and_step(state, "disc", loss, disc.parameters())
-    return {"loss/disc": float(loss.detach()), "grad_norm/disc": norm}
+    return loss, {"loss/disc": float(loss.detach())}
 
 
-def sit_update(state, z, y, t, noise, targets, route: Routing, drop_labels=None) -> dict[str, float]:
-    """Update 3: SiT + projector on the detached latent; the latent BatchNorm tracks batch statistics here.
+def sit_loss(state, z, y, t, noise, targets, route: Routing, drop_labels=None):
+    """Update 3's loss: SiT + projector on the detached latent; the latent BatchNorm tracks batch statistics.
     `drop_labels` (bool per sample) replaces the SiT's own random label dropout, so that N processes draw
     exactly what one process would."""
     cfg, sit = state.cfg, state.sit
-    forward = state.sit_parallel or sit
+    forward = next(m for m in (state.sit_forward, state.sit_parallel, sit) if m is not None)
     z = z.detach()   # the stop-gradient: nothing of this update reaches the VAE
     sit.train()
     if not route.bn_tracks_batches:
@@ -159,8 +158,40 @@ def sit_update(state, z, y, t, noise, targets, route: Routing, drop_labels=None)
             repa = repa_loss(projected, targets)
             loss = loss + cfg.proj_coeff * repa
             metrics["loss/repa"] = float(repa.detach())
-    metrics["grad_norm/sit"] = _clip_and_step(state, "sit", loss, [p for p in sit.parameters() if p.requires_grad])
-    return metrics
+    return loss, metrics
+
+
+def _one_update(state, name: str, loss_fn, micro_args) -> dict[str, float]:
+    """zero_grad; for each micro-batch: loss / k, backward; then one step. Metrics are micro-batch means."""
+    state.optimizers[name].zero_grad(set_to_none=True)
+    k, sums = len(micro_args), {}
+    parallel = state.sit_parallel if name == "sit" else None
+    for i, args in enumerate(micro_args):
+        # DDP averages gradients once, on the last micro-batch
+        sync = nullcontext() if parallel is None or i == k - 1 else parallel.no_sync()
+        with sync:
+            loss, metrics = loss_fn(state, *args)
+            _backward(state, loss / k)
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + value / k
+    params = {"sit": state.sit, "vae": state.vae, "disc": state.discriminator}[name].parameters()
+    sums[f"grad_norm/{name}"] = _step(state, name, (p for p in params if p.requires_grad))
+    return sums
+
+
+def vae_update(state, x, y, z, posterior, recon, t, noise, targets, route: Routing) -> dict[str, float]:
+    """Update 1 on one batch: the VAE learns from the losses `route` lets through; SiT and projector untouched."""
+    return _one_update(state, "vae", vae_loss, [(x, y, z, posterior, recon, t, noise, targets, route)])
+
+
+def discriminator_update(state, x, recon) -> dict[str, float]:
+    """Update 2 on one batch."""
+    return _one_update(state, "disc", discriminator_loss, [(x, recon)])
+
+
+def sit_update(state, z, y, t, noise, targets, route: Routing, drop_labels=None) -> dict[str, float]:
+    """Update 3 on one batch."""
+    return _one_update(state, "sit", sit_loss, [(z, y, t, noise, targets, route, drop_labels)])
 
 
 @torch.no_grad()
@@ -192,35 +223,69 @@ def _global_draws(shape_per_sample, n_local: int, generator: torch.Generator, de
     return shard(draw).to(device)
 
 
-def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+def _encode(state, x, eps, trains: bool):
+    """Posterior sample z = mean + std * eps (and the reconstruction when the VAE trains)."""
+    with torch.set_grad_enabled(trains), _autocast(state):
+        _, posterior = encode(state.vae, x, sample=False)
+        z = posterior.mean + posterior.std * eps                      # REPA-E trains on posterior samples
+        recon = decode(state.vae, z) if trains else None
+    return z.float(), posterior, recon
+
+
+def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+               latents: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """One iteration of the configured recipe on this process's rows of the global batch; returns its metrics.
 
     Every random draw (posterior sample, t, noise, label dropout) is made for the global batch from
-    `generator` and sliced, so the step does not depend on how many processes share it."""
+    `generator` and sliced, so the step does not depend on how many processes share it. With
+    cfg.grad_accumulation = k, each update runs over k micro-batches before its one optimizer step, and
+    the z that the SiT trains on is still the one computed before the VAE update. `latents` = cached
+    (posterior mean, std) of these images, for frozen-VAE recipes."""
     cfg = state.cfg
     route = routing(cfg)
-    metrics: dict[str, float] = {}
+    n = len(x)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     targets = []
     if route.uses_repa:
         with torch.no_grad(), _autocast(state):
             targets = [state.target_encoder(x).float()]
+    latent_shape = latents[0].shape[1:] if latents is not None else latent_shape_of(state, x)
+    eps = _global_draws(latent_shape, n, generator, x.device)
+    t = _global_draws((), n, generator, x.device, kind="uniform")
+    noise = _global_draws(latent_shape, n, generator, x.device)
+    drop = _global_draws((), n, generator, x.device, kind="uniform") < cfg.class_dropout_prob
+    micro = [slice(i, i + n // cfg.grad_accumulation) for i in range(0, n, n // cfg.grad_accumulation)]
+    pick = lambda seq, sl: [s[sl] for s in seq]
+    metrics: dict[str, float] = {}
     state.vae.train(route.trains_vae)
-    with torch.set_grad_enabled(route.trains_vae), _autocast(state):
-        _, posterior = encode(state.vae, x, sample=False)
-        eps = _global_draws(posterior.mean.shape[1:], len(x), generator, x.device)
-        z = posterior.mean + posterior.std * eps                      # a posterior sample (REPA-E trains on samples)
-        recon = decode(state.vae, z) if route.trains_vae else None
-    z = z.float()
-    t = _global_draws((), len(x), generator, x.device, kind="uniform")
-    noise = _global_draws(z.shape[1:], len(x), generator, x.device)
-    drop = _global_draws((), len(x), generator, x.device, kind="uniform") < cfg.class_dropout_prob
     if route.trains_vae:
-        metrics.update(vae_update(state, x, y, z, posterior, recon, t, noise, targets, route))
+        zs, recons, vae_args = [], [], []
+
+        def vae_micro(state_, sl):
+            z_mb, posterior, recon = _encode(state_, x[sl], eps[sl], trains=True)
+            zs.append(z_mb.detach())                                 # before the VAE step: one step stale
+            recons.append(recon.detach())
+            return vae_loss(state_, x[sl], y[sl], z_mb, posterior, recon, t[sl], noise[sl], pick(targets, sl), route)
+        metrics.update(_one_update(state, "vae", vae_micro, [(sl,) for sl in micro]))
+        z, recon = torch.cat(zs), torch.cat(recons)
         if route.vae_reg and state.discriminator is not None and state.step >= cfg.disc_start:
-            metrics.update(discriminator_update(state, x, recon))
-    metrics.update(sit_update(state, z, y, t, noise, targets, route, drop_labels=drop))
+            metrics.update(_one_update(state, "disc", discriminator_loss, [(x[sl], recon[sl]) for sl in micro]))
+    elif latents is not None:
+        z = (latents[0] + latents[1] * eps).float()
+    else:
+        z, _, _ = _encode(state, x, eps, trains=False)
+    metrics.update(_one_update(state, "sit", sit_loss, [(z[sl], y[sl], t[sl], noise[sl], pick(targets, sl), route,
+                                                          drop[sl]) for sl in micro]))
     if state.scaler is not None:
         state.scaler.update()
     update_ema(state.ema, state.sit, cfg.ema_decay)
     metrics.update(latent_statistics(z))
     return metrics
+
+
+def latent_shape_of(state, x: torch.Tensor) -> tuple[int, int, int]:
+    from .models.vae import downsample_factor, latent_channels
+
+    f = downsample_factor(state.vae)
+    return (latent_channels(state.vae), x.shape[-2] // f, x.shape[-1] // f)

@@ -56,6 +56,8 @@ class TrainState:
     step: int = 0
     probe_indices: torch.Tensor | None = None
     sit_parallel: Any = None          # the DistributedDataParallel wrapper of `sit` under torchrun
+    sit_forward: Any = None           # torch.compile'd forward of the SiT (or its wrapper), when cfg.compile
+    latent_cache: Any = None          # (mean, std) of every image's posterior, for frozen-VAE recipes
     extra: dict = field(default_factory=dict)
 
 
@@ -145,6 +147,8 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     except ValueError as err:
         raise RunError(str(err)) from None
     torch.manual_seed(cfg.seed)
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
     try:
         dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
     except DatasetError as err:
@@ -211,8 +215,29 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
                                            find_unused_parameters=not route.uses_repa, broadcast_buffers=False)
         for module in (vae, disc):
             dist.broadcast_parameters(module)
+    sit.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.channels_last:
+        for module in (vae, disc):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    compiled = torch.compile(parallel if parallel is not None else sit) if cfg.compile else None
+    cache = encode_dataset(vae, dataset, cfg, device, progress) if cfg.cache_latents else None
     return TrainState(cfg, device, dataset, vae, sit, ema, disc, target if route.uses_repa else None, perceptual,
-                      optimizers, scaler, 0, probe, parallel)
+                      optimizers, scaler, 0, probe, parallel, compiled, cache)
+
+
+@torch.no_grad()
+def encode_dataset(vae, dataset, cfg: Config, device, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every image (float16 on the CPU): a frozen VAE need not encode twice.
+    Each step then draws a fresh posterior sample from them, as REPA-E's cached-latent training does."""
+    means, stds = [], []
+    order = torch.arange(len(dataset))
+    for chunk in tqdm(order.split(256), desc="caching latents", disable=not progress, leave=False):
+        x, _ = dataset.batch(chunk)
+        _, posterior = encode(vae, x.to(device), sample=False)
+        means.append(posterior.mean.half().cpu())
+        stds.append(posterior.std.half().cpu())
+    return torch.cat(means), torch.cat(stds)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -355,9 +380,9 @@ def _truncate_metrics(run: Path, step: int) -> None:
     rundir.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
-def _run_step(state: TrainState, x, y, gen) -> dict[str, float]:
+def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
     try:
-        return train_step(state, x.to(state.device), y.to(state.device), gen)
+        return train_step(state, x.to(state.device), y.to(state.device), gen, latents)
     except torch.OutOfMemoryError as err:
         cfg = state.cfg
         raise RunError(f"out of GPU memory at step {state.step} with batch_size {cfg.batch_size}: lower it "
@@ -399,8 +424,12 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, t_start: flo
     while state.step < cfg.steps:
         gen = step_generator(cfg.seed, state.step)
         x, y = next(batches)
+        latents = None
+        if state.latent_cache is not None:
+            idx = dist.shard(batch_indices(len(state.dataset), cfg.batch_size, cfg.seed, state.step))
+            latents = tuple(c[idx].to(state.device).float() for c in state.latent_cache)
         # averaged over processes, so every rank sees the same numbers and takes the same alarm decisions
-        metrics = dist.mean_across(_run_step(state, x, y, gen))
+        metrics = dist.mean_across(_run_step(state, x, y, gen, latents))
         state.step += 1
         window.append(metrics)
         bar.update(1)

@@ -179,3 +179,50 @@ def test_step_is_deterministic_for_a_seed(tiny_config):
         x, y = _batch(state)
         losses.append(train_step(state, x, y, step_generator(0, 0)))
     assert losses[0] == losses[1]
+
+
+SWITCHES = [{"mixed_precision": "bf16"}, {"grad_accumulation": 2}, {"activation_checkpointing": True},
+            {"channels_last": True}, {"tf32": False}]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=[next(iter(s)) for s in SWITCHES])
+def test_speed_switches_run_with_finite_losses(tiny_config, switches):
+    state = build_state(tiny_config("repa-e", **switches), progress=False)
+    for step in range(2):
+        x, y = _batch(state, step)
+        metrics = train_step(state, x, y, step_generator(0, step))
+        state.step += 1
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_grad_accumulation_keeps_the_step_of_the_full_batch(tiny_config):
+    """Without batch statistics in play (frozen BN, no GAN), k micro-batches give the full batch's update."""
+    results = []
+    for k in (1, 2):
+        state = build_state(tiny_config("repa", grad_accumulation=k), progress=False)
+        x, y = _batch(state)
+        train_step(state, x, y, step_generator(0, 0))
+        results.append(state.sit.state_dict())
+    for key in results[0]:
+        assert torch.allclose(results[0][key], results[1][key], atol=1e-6), key
+
+
+def test_cached_latents_give_the_same_run_as_encoding_each_step(tiny_config):
+    from repae_lab.train import encode_dataset
+    runs = []
+    for cache in (False, True):
+        state = build_state(tiny_config("repa", cache_latents=cache), progress=False)
+        x, y = _batch(state)
+        idx = batch_indices(len(state.dataset), state.cfg.batch_size, state.cfg.seed, 0)
+        latents = tuple(c[idx].float() for c in state.latent_cache) if cache else None
+        runs.append(train_step(state, x, y, step_generator(0, 0), latents))
+    # float16 storage of the cached mean / std is the only difference
+    assert abs(runs[0]["loss/diffusion"] - runs[1]["loss/diffusion"]) < 1e-2
+
+
+@pytest.mark.slow
+def test_torch_compile_switch_runs(tiny_config):
+    state = build_state(tiny_config("repa", compile=True), progress=False)
+    x, y = _batch(state)
+    metrics = train_step(state, x, y, step_generator(0, 0))
+    assert math.isfinite(metrics["loss/diffusion"]) and state.sit_forward is not None

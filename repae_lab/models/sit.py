@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+import torch.utils.checkpoint
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -249,6 +250,7 @@ class SiT(nn.Module):
         # REPA-E latent normalisation: no affine (see module docstring); eps=1e-4 as in REPA-E.
         self.bn = nn.BatchNorm2d(cfg.in_channels, eps=1e-4, momentum=cfg.bn_momentum, affine=False,
                                  track_running_stats=True)
+        self.activation_checkpointing = False   # a runtime switch (no weights); see forward
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -307,7 +309,11 @@ class SiT(nn.Module):
         c = self.t_embedder(t) + self.y_embedder(y, force_drop_ids)  # (N, D)
         zs: list[Tensor] = []
         for i, block in enumerate(self.blocks, start=1):
-            x = block(x, c)  # (N, T, D)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                # recompute the block in backward instead of keeping its activations: memory for compute
+                x = torch.utils.checkpoint.checkpoint(block, x, c, use_reentrant=False)
+            else:
+                x = block(x, c)  # (N, T, D)
             if i == cfg.encoder_depth:
                 zs = [proj(x) for proj in self.projectors]  # each (N, T, z_dim)
             if stop_at_depth is not None and i == stop_at_depth:
