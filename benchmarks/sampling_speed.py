@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from repae_lab.sampling import DEFAULT_STEPS, SamplingSpec, class_balanced_labels, generate_images
+from repae_lab.sampling import SamplingSpec, class_balanced_labels, generate_images
 
 
 def workshop_models():

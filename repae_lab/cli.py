@@ -5,6 +5,7 @@
     repae-lab export-vae RUN --out DIR
     repae-lab sample RUN --n N --out FILE [--sampler sde|euler|heun --steps K --cfg S --interval LOW,HIGH --seed S]
     repae-lab eval RUN [--n N --space workshop,dinov2,inception ...]
+    repae-lab probe RUN [RUN ...] [--out DIR] [--recompute] [--no-umap]
     repae-lab presets
 """
 from __future__ import annotations
@@ -69,6 +70,26 @@ def _eval(args) -> int:
     return 0
 
 
+def _probe(args) -> int:
+    from .probes import ProbeError, ProbeSettings, compare_runs, summary_table
+
+    settings = ProbeSettings(umap=not args.no_umap, aligned_umap=not (args.no_umap or args.no_aligned_umap))
+    try:
+        results, csv_path, json_path = compare_runs(args.runs, args.out, settings, recompute=args.recompute,
+                                                    log=None if args.quiet else print)
+    except ImportError as err:
+        if "umap" not in str(err):
+            raise
+        print(f"repae-lab: error: {err} (or pass --no-umap)", file=sys.stderr)
+        return 2
+    except ProbeError as err:
+        print(f"repae-lab: error: {err}", file=sys.stderr)
+        return 2
+    print(summary_table(results, all_steps=args.all_steps))
+    print(f"table of every run and step: {csv_path} (+ {json_path.name}); per-run results cached in RUN/probes/")
+    return 0
+
+
 def _add_sampling_args(p) -> None:
     p.add_argument("run")
     p.add_argument("--sampler", default="sde", help="sde (Euler-Maruyama, the paper's) | euler | heun")
@@ -126,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-recon", action="store_true", help="skip the VAE reconstruction metrics")
     p.add_argument("--no-npz", action="store_true", help="do not keep the samples as an .npz in RUN/eval")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("probe", help="latent probes (PCA, UMAP, linear / k-NN, CKNNA, latent statistics) of runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; every snapshot of each is probed")
+    p.add_argument("--out", default=None, help="folder for probe_table.csv / .json (default: the runs' shared "
+                                               "parent folder, e.g. runs/; else the first run's folder)")
+    p.add_argument("--recompute", action="store_true", help="ignore the results cached in RUN/probes/")
+    p.add_argument("--no-umap", action="store_true", help="skip UMAP and AlignedUMAP")
+    p.add_argument("--no-aligned-umap", action="store_true", help="skip only AlignedUMAP across steps")
+    p.add_argument("--all-steps", action="store_true", help="print every step, not only each run's last")
+    p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    p.set_defaults(func=_probe)
 
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)

@@ -89,6 +89,14 @@ class Config:
     alarm_grad_norm_min: float = 1e-8
     alarm_disc_loss_min: float = 1e-3
     alarm_spatial_var_ratio: float = 0.01
+    # evaluation during training (repae_lab/evaluate.py)
+    eval_every: int = 0                # evaluate every N steps and at step 0 (0 = off)
+    eval_n: int = 128                  # class-balanced samples per evaluation
+    eval_sampler: str = "heun"         # sde | euler | heun
+    eval_steps: int = 10               # sampler steps
+    eval_space: str = "auto"           # auto | comma-separated: workshop, dinov2, inception
+    eval_inception_weights: str | None = None
+    eval_dinov2_weights: str | None = None   # None: target_encoder_weights when the target is dinov2-b
     # bookkeeping
     log_every: int = 10                # metrics-log line every N steps (means over the interval)
     snapshot_every: int = 100          # probe-set snapshot every N steps (0 = only first and last)
@@ -132,14 +140,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         dataset="digits", resolution=16, vae="workshop-16", sit_size="W", patch_size=2,
         alignment_depth=2, projector_dim=256, disc_layers=2, disc_ndf=32,
         steps=500, batch_size=32, ema_decay=0.99, log_every=10, snapshot_every=100,
-        checkpoint_every=250, probe_size=200,
+        checkpoint_every=250, probe_size=200, eval_every=250,
     ),
     # Fashion-MNIST at 32x32 -> 4x8x8 latent -> 16 tokens with patch 2
     "workshop-fashion": dict(
         dataset="fashion-mnist", resolution=32, vae="workshop-32", sit_size="W", patch_size=2,
         alignment_depth=2, projector_dim=256, disc_layers=3, disc_ndf=32,
         steps=2000, batch_size=32, ema_decay=0.999, log_every=10, snapshot_every=250,
-        checkpoint_every=500, probe_size=500,
+        checkpoint_every=500, probe_size=500, eval_every=500,
     ),
     # REPA-E SiT-XL/2 on SD-VAE (f8c4): 32x32x4 latent, 256 tokens
     "imagenet256-sit-xl2-sdvae": dict(_PAPER_COMMON, vae="stabilityai/sd-vae-ft-mse", patch_size=2),
@@ -245,6 +253,12 @@ def _check_ranges(cfg: Config) -> None:
     need(not (cfg.log_every and cfg.checkpoint_every and cfg.checkpoint_every % cfg.log_every),
          f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every}), so a resumed "
          f"run logs the same intervals as an uninterrupted one.")
+    need(cfg.eval_every >= 0 and cfg.eval_n >= 4, f"eval_every must be 0 or more and eval_n at least 4, got {cfg.eval_every} / {cfg.eval_n}.")
+    need(cfg.eval_sampler in ("sde", "euler", "heun"), f"eval_sampler must be sde, euler or heun, got '{cfg.eval_sampler}'.")
+    need(cfg.eval_steps >= (2 if cfg.eval_sampler == "sde" else 1), f"eval_steps too small for {cfg.eval_sampler}: {cfg.eval_steps}.")
+    spaces = [x.strip() for x in cfg.eval_space.split(",") if x.strip()]
+    need(cfg.eval_space == "auto" or all(x in ("workshop", "dinov2", "inception") for x in spaces),
+         f"eval_space must be auto or a comma-separated list of workshop, dinov2, inception; got '{cfg.eval_space}'.")
     need(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {cfg.keep_checkpoints}.")
     for key in ("lr", "vae_lr", "disc_lr"):
         need(0 < getattr(cfg, key) < 1, f"{key} must be between 0 and 1 (the paper uses 1e-4), got {getattr(cfg, key)}.")

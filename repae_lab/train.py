@@ -303,6 +303,17 @@ def _snapshot(state: TrainState, run: Path) -> None:
         rundir.save_snapshot(run, state.step, tensors, info)
 
 
+def _evaluate(state: TrainState, run: Path) -> None:
+    """A small sampling evaluation (FD and friends) appended to the metrics log; it leaves the run untouched."""
+    if dist.is_main():
+        from .evaluate import evaluate_during_training
+
+        state.extra["run_dir"] = run
+        with _disk_errors("evaluation", state, run):
+            rundir.append_jsonl(run / "metrics.jsonl", evaluate_during_training(state, state.step))
+    dist.barrier()
+
+
 def _checkpoint(state: TrainState, run: Path) -> None:
     """Rank 0 writes; every rank waits for it, so no process can later read a checkpoint still being written."""
     if dist.is_main():
@@ -368,6 +379,8 @@ def _train_locked(cfg: Config | None, run: Path, resuming: bool, progress: bool,
         if dist.is_main():
             prepare_run_dir(cfg, run, state)
             _snapshot(state, run)
+        if cfg.eval_every:
+            _evaluate(state, run)      # the FD curve starts at step 0, and missing weights fail before training
     _loop(state, run, progress, on_metrics, t_start)
     summary = write_summary(run, cfg, time.time() - t_start) if dist.is_main() else {}
     dist.barrier()
@@ -460,6 +473,8 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, t_start: flo
             _snapshot(state, run)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step != cfg.steps:
             _checkpoint(state, run)
+        if cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.steps):
+            _evaluate(state, run)
     bar.close()
     if window and main:
         _flush(run, state.step, window, t_start)

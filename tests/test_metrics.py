@@ -186,7 +186,9 @@ def test_feature_spaces_take_uint8_only():
 def _random_inception_weights(path):
     """The torch-fidelity Inception-V3 architecture with random weights (the real file cannot be downloaded here)."""
     from safetensors.torch import save_file
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3", reason="pip install torch-fidelity")
+    FeatureExtractorInceptionV3 = fidelity.FeatureExtractorInceptionV3
 
     with mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}), \
             mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", return_value=None):
@@ -205,6 +207,7 @@ def test_inception_space_loads_local_weights_and_gives_pool3_and_logits(tmp_path
 
 
 def test_missing_weights_are_named_with_the_fix(tmp_path):
+    pytest.importorskip("torch_fidelity", reason="pip install torch-fidelity")
     with pytest.raises(FeatureSpaceError, match="--inception-weights"):
         inception_space(None)
     with pytest.raises(FeatureSpaceError, match="does not exist"):
