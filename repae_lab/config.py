@@ -137,7 +137,7 @@ _PAPER_COMMON: dict[str, Any] = dict(
 PRESETS: dict[str, dict[str, Any]] = {
     # digits at 16x16 -> 4x8x8 latent -> 16 tokens with patch 2
     "workshop": dict(
-        dataset="digits", resolution=16, vae="workshop-16", sit_size="W", patch_size=2,
+        dataset="digits", resolution=16, vae="workshop-16", sit_size="W-tiny", patch_size=2,
         alignment_depth=2, projector_dim=256, disc_layers=2, disc_ndf=32,
         steps=500, batch_size=32, ema_decay=0.99, log_every=10, snapshot_every=100,
         checkpoint_every=250, probe_size=200, eval_every=250,

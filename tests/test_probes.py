@@ -21,6 +21,8 @@ from repae_lab.probes import (
     check_run,
     cknna,
     compare_runs,
+    cross_validated,
+    comparison_pca_basis,
     default_table_dir,
     effective_rank,
     effective_rank_pixels,
@@ -34,7 +36,9 @@ from repae_lab.probes import (
     pca_rgb,
     probe_run,
     spatial_variance,
+    stratified_folds,
     stratified_split,
+    summary_table,
     total_variation,
 )
 
@@ -146,6 +150,18 @@ def test_linear_probe_near_chance_on_shuffled_labels():
     split = stratified_split(shuffled, 0.25, seed=0)
     assert linear_probe_accuracy(x, shuffled, split) < 0.4     # chance 0.2
     assert knn_accuracy(x, shuffled, split) < 0.4
+
+
+def test_stratified_folds_test_every_image_once_and_cross_validate():
+    x, y = _clusters(n_per=20, classes=4)
+    folds = stratified_folds(y, 4, seed=0)
+    tested = np.concatenate([te for _, te in folds])
+    assert sorted(tested.tolist()) == list(range(len(y)))
+    assert all(np.bincount(y[te]).tolist() == [5, 5, 5, 5] for _, te in folds)
+    assert all(not set(tr) & set(te) for tr, te in folds)
+    assert cross_validated(linear_probe_accuracy, x, y, folds) >= 0.98
+    shuffled = _rng(15).permutation(y)
+    assert cross_validated(knn_accuracy, x, shuffled, stratified_folds(shuffled, 4)) < 0.45
 
 
 def test_stratified_split_is_fixed_and_balanced():
@@ -332,6 +348,26 @@ def test_compare_runs_writes_csv_and_json(tmp_path):
     assert default_table_dir([a, tmp_path / "x" / "c"]) == a
 
 
+def test_table_columns_headline_first_and_summary(tmp_path):
+    a = _fake_run(tmp_path / "runs" / "a")
+    results, csv_path, _ = compare_runs([a], settings=NO_UMAP)
+    header = csv_path.read_text().splitlines()[0].split(",")
+    assert header[:4] == ["run", "recipe", "step", "n_images"] and header[4].startswith("linear/")
+    lines = summary_table(results).splitlines()
+    assert "cknna/sit_t50" in lines[0] and len(lines) == 2 and lines[1].startswith("a ")
+    assert len(summary_table(results, all_steps=True).splitlines()) == 3
+
+
+def test_comparison_pca_basis_shared_across_runs(tmp_path):
+    a = _fake_run(tmp_path / "a")
+    b = _fake_run(tmp_path / "b", steps=(0, 7))
+    basis = comparison_pca_basis([a, b])
+    assert basis.fitted_on == ["a@10", "b@7"]
+    assert np.array_equal(basis.components, comparison_pca_basis([a, b]).components)
+    with pytest.raises(ProbeError, match="no snapshot at step 10"):
+        comparison_pca_basis([a, b], step=10)
+
+
 def test_run_without_target_and_no_encoder_skips_alignment(tmp_path):
     run = _fake_run(tmp_path / "run", with_target=False)
     (run / "config.json").write_text(json.dumps({"recipe": "vanilla", "not_a_config_key": 1}))
@@ -370,3 +406,43 @@ def test_probe_run_with_umap_and_aligned_umap(tmp_path):
     assert sorted(aligned) == [0, 10, 20] and aligned[0].shape == (60, 2)
     rows = res.rows()
     assert np.isnan(rows[0]["aligned_umap_move"]) and rows[1]["aligned_umap_move"] > 0
+
+
+@pytest.mark.slow
+def test_probe_real_tiny_run_through_the_cli(tmp_path, tiny, capsys):
+    """The real snapshot format end to end. A repa-e run stores target tokens; a copy of it stripped of them
+    (what a vanilla or e2e-diffusion run writes) gets them from the run's own cached workshop encoder, and
+    the two must agree: same probe images, same frozen encoder. (Slow only when this test is the first in
+    the session to need the workshop encoder, which then trains once for the whole session.)"""
+    import shutil
+
+    from repae_lab.cli import main
+    from repae_lab.config import resolve_config
+    from repae_lab.train import train
+
+    from repae_lab.probes.threads import single_threaded
+
+    runs = tmp_path / "runs"
+    cfg = resolve_config("workshop", recipe="repa-e", overrides=tiny(probe_size=40, snapshot_every=2, steps=2))
+    with single_threaded():     # tiny CPU work: one thread is 6x faster than two on a busy 2-core machine
+        train(cfg, runs / "repa-e", progress=False)
+    stripped = runs / "no-target"
+    stripped.mkdir()
+    for name in ("config.json", "probe_set.json"):
+        shutil.copy(runs / "repa-e" / name, stripped / name)
+    for step, path in rundir.list_snapshots(runs / "repa-e"):
+        tensors, info = rundir.load_snapshot(path)
+        del tensors["target_tokens"]
+        rundir.save_snapshot(stripped, step, tensors, info)
+
+    assert main(["probe", str(runs / "repa-e"), str(stripped), "--no-umap", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "repa-e" in out and "no-target" in out and "probe_table.csv" in out
+    rows = json.loads((runs / "probe_table.json").read_text())["rows"]
+    by = {(r["run"], r["step"]): r for r in rows}
+    assert sorted(by) == [("no-target", 0), ("no-target", 2), ("repa-e", 0), ("repa-e", 2)]
+    assert by[("repa-e", 2)]["target_source"] == "snapshot" and by[("no-target", 2)]["target_source"] == "encoder"
+    for key in ("cknna/sit_t50", "mknn/latents", "linear/target", "spatial_var"):
+        assert by[("no-target", 2)][key] == pytest.approx(by[("repa-e", 2)][key], abs=0.02), key
+    assert main(["probe", str(runs)]) == 2
+    assert "holds runs (no-target, repa-e)" in capsys.readouterr().err

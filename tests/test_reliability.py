@@ -147,8 +147,8 @@ def _inject(monkeypatch, faults: dict[int, dict], once: bool = True):
     real = train_mod.train_step
     seen = set()
 
-    def faulty(state, x, y, gen):
-        metrics = real(state, x, y, gen)
+    def faulty(state, x, y, gen, *rest):
+        metrics = real(state, x, y, gen, *rest)
         step = state.step + 1
         if step in faults and not (once and step in seen):
             seen.add(step)

@@ -3,7 +3,8 @@
 REPA-E's claim is that end-to-end tuning through the alignment loss makes the VAE latent itself more
 semantic (and keeps the SiT's features aligned); a logistic-regression probe on frozen latents and on
 mean-pooled SiT tokens measures that directly. Both probes use the same fixed, stratified held-out split,
-so accuracies are comparable across snapshots and runs of one probe set.
+so accuracies are comparable across snapshots and runs of one probe set; the runner cross-validates
+over k stratified folds so every probe image is tested once.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import warnings
 import numpy as np
 
 DEFAULT_TEST_FRACTION = 0.25
+DEFAULT_FOLDS = 4
 DEFAULT_KNN_K = 10
 
 
@@ -32,6 +34,36 @@ def stratified_split(labels, test_fraction: float = DEFAULT_TEST_FRACTION, seed:
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def stratified_folds(labels, n_folds: int = DEFAULT_FOLDS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(train_idx, test_idx)] for k-fold cross-validation: every image is held out exactly once.
+
+    Each class is shuffled by a fixed seed and dealt round-robin to the folds, so every fold has the
+    class balance of the whole set. With the workshop's 200 probe images one 25% split tests only 50
+    images (+-0.05 accuracy from the split alone); four folds test all 200 at four times the cost.
+    """
+    labels = np.asarray(labels)
+    if n_folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {n_folds}")
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), dtype=int)
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        fold_of[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % n_folds
+    everything = np.arange(len(labels))
+    return [(everything[fold_of != f], everything[fold_of == f]) for f in range(n_folds)]
+
+
+def cross_validated(probe, features, labels, splits, **kwargs) -> float:
+    """Accuracy of `probe` (linear_probe_accuracy or knn_accuracy) pooled over splits, weighted by test size."""
+    correct = total = 0.0
+    for train, test in splits:
+        if len(test) == 0 or len(np.unique(np.asarray(labels)[train])) < 2:
+            continue
+        correct += probe(features, labels, (train, test), **kwargs) * len(test)
+        total += len(test)
+    return correct / total if total else float("nan")
 
 
 def _prepare(features, labels, split):

@@ -62,20 +62,36 @@ def _sign_convention(components: np.ndarray) -> np.ndarray:
     return out
 
 
+def sample_pixel_vectors(latents, n: int, seed: int = 0) -> np.ndarray:
+    """At most `n` per-pixel vectors of one latent tensor, a fixed-seed subsample when there are more."""
+    v = pixel_vectors(latents)
+    if len(v) > n:
+        v = v[np.sort(np.random.default_rng(seed).choice(len(v), n, replace=False))]
+    return v
+
+
 def fit_pca_basis(latent_sets, n_components: int = N_COLOURS, percentiles=DEFAULT_PERCENTILES,
                   fitted_on=(), max_vectors: int = MAX_FIT_VECTORS) -> PCABasis:
     """Fit one basis on the pooled per-pixel vectors of several latent tensors (snapshots of a run, or runs).
 
-    Deterministic: an exact eigen-decomposition of the C x C covariance (C is small: 4 to 32), a fixed
-    sign convention, and a fixed-seed subsample when the pool is larger than `max_vectors`. The colour
-    range of each axis is the given percentiles of the pooled projections.
+    Each set contributes at most max_vectors / len(sets) vectors (a fixed-seed subsample), so every set
+    weighs the same and 40 paper-sized snapshots never need 40M vectors in memory.
     """
     if isinstance(latent_sets, (torch.Tensor, np.ndarray)):
         latent_sets = [latent_sets]
-    vectors = np.concatenate([pixel_vectors(z) for z in latent_sets])
-    if len(vectors) > max_vectors:
-        keep = np.random.default_rng(0).choice(len(vectors), max_vectors, replace=False)
-        vectors = vectors[np.sort(keep)]
+    per_set = max(1, max_vectors // max(len(latent_sets), 1))
+    vectors = np.concatenate([sample_pixel_vectors(z, per_set, seed=i) for i, z in enumerate(latent_sets)])
+    return fit_pca_vectors(vectors, n_components, percentiles, fitted_on)
+
+
+def fit_pca_vectors(vectors: np.ndarray, n_components: int = N_COLOURS, percentiles=DEFAULT_PERCENTILES,
+                    fitted_on=()) -> PCABasis:
+    """The basis of a (rows, C) matrix of latent vectors.
+
+    Deterministic: an exact eigen-decomposition of the C x C covariance (C is small: 4 to 32) and a fixed
+    sign convention. The colour range of each axis is the given percentiles of the projections.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
     channels = vectors.shape[1]
     mean = vectors.mean(axis=0)
     centred = vectors - mean

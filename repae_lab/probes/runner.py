@@ -1,9 +1,9 @@
-"""Every probe for every snapshot of a run, cached in the run directory, and one comparison table across runs.
+"""Every probe for every snapshot of a run, cached in the run directory (the table across runs: compare.py).
 
     RUN/probes/
       step-00000100.json           scalars of one snapshot (+ what they were computed from: cache key)
       step-00000100.safetensors    its UMAP embeddings (N, 2) and the probe labels
-      pca.safetensors              the run's PCA basis (fitted once over all its snapshots) + PCA-RGB maps per step
+      pca.safetensors              one PCA basis over all the run's snapshots + every step's PCA-RGB maps (uint8)
       aligned_umap.safetensors     AlignedUMAP embeddings across the snapshot steps
       target_features.safetensors  target-encoder features of the probe images, for recipes that store none
 
@@ -15,11 +15,8 @@ only ever misses entries, never holds half of one.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,18 +29,17 @@ from .. import rundir
 from . import alignment, linear, pca
 from .features import ProbeError, encoder_target_features, snapshot_features
 from .latent_stats import latent_statistics
+from .threads import single_threaded
 
 PROBE_DIR = "probes"
-PROBE_VERSION = 1
-TABLE_NAME = "probe_table"       # probe_table.csv / probe_table.json
-RGB_DTYPE = torch.uint8          # PCA-RGB maps are pictures: 8 bits per colour is all a screen shows
+PROBE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     k: int = alignment.DEFAULT_K              # neighbours for CKNNA and mutual k-NN (Huh et al. 2024 use 10)
     knn_k: int = linear.DEFAULT_KNN_K         # neighbours of the k-NN classifier
-    test_fraction: float = linear.DEFAULT_TEST_FRACTION  # held-out share of every class for the linear / k-NN probes
+    folds: int = linear.DEFAULT_FOLDS         # stratified cross-validation folds of the linear / k-NN probes
     seed: int = 0                             # the held-out split and UMAP's random state
     umap: bool = True                         # per-snapshot UMAP embeddings
     umap_features: tuple[str, ...] = ("latents", "sit_t50")  # which features get a UMAP (missing ones are skipped)
@@ -51,11 +47,12 @@ class ProbeSettings:
     umap_epochs: int = 200
     aligned_umap: bool = True                 # AlignedUMAP of `aligned_feature` across the run's snapshots
     aligned_feature: str = "latents"
+    aligned_window: int = 1                   # neighbouring steps each side that pull on a point (see aligned_umap)
     aligned_max_steps: int = 12               # more snapshots than this: an evenly spaced subset, first and last kept
     pca_percentiles: tuple[float, float] = pca.DEFAULT_PERCENTILES  # colour range of each PCA axis
 
     # the fields a single step's results depend on; the rest only touch run-level files
-    _STEP_FIELDS = ("k", "knn_k", "test_fraction", "seed", "umap", "umap_features", "umap_neighbors", "umap_epochs")
+    _STEP_FIELDS = ("k", "knn_k", "folds", "seed", "umap", "umap_features", "umap_neighbors", "umap_epochs")
 
     def step_key(self) -> str:
         return _digest({name: getattr(self, name) for name in self._STEP_FIELDS} | {"v": PROBE_VERSION})
@@ -88,7 +85,11 @@ def probe_snapshot(tensors: dict, info: dict, *, settings: ProbeSettings | None 
     with neither, the alignment scalars are left out. With `basis`, arrays['pca_rgb'] holds the
     (N, h, w, 3) uint8 PCA-RGB maps.
     """
-    settings = settings or ProbeSettings()
+    with single_threaded():
+        return _probe_snapshot(tensors, info, settings or ProbeSettings(), target, basis)
+
+
+def _probe_snapshot(tensors, info, settings: ProbeSettings, target, basis) -> SnapshotProbes:
     timings: dict[str, float] = {}
     clock = time.perf_counter
 
@@ -113,10 +114,12 @@ def probe_snapshot(tensors: dict, info: dict, *, settings: ProbeSettings | None 
     scalars["pca_explained_top3"] = float(sum(explained))
 
     if labels is not None and len(np.unique(labels)) >= 2:
-        split = linear.stratified_split(labels, settings.test_fraction, settings.seed)
+        splits = linear.stratified_folds(labels, settings.folds, settings.seed)
         for name, x in feats.items():
-            scalars[f"linear/{name}"] = timed("linear_probe", linear.linear_probe_accuracy, x, labels, split)
-            scalars[f"knn/{name}"] = timed("knn_probe", linear.knn_accuracy, x, labels, split, k=settings.knn_k)
+            scalars[f"linear/{name}"] = timed("linear_probe", linear.cross_validated, linear.linear_probe_accuracy,
+                                              x, labels, splits)
+            scalars[f"knn/{name}"] = timed("knn_probe", linear.cross_validated, linear.knn_accuracy,
+                                           x, labels, splits, k=settings.knn_k)
 
     if "target" in feats:
         others = {name: x for name, x in feats.items() if name != "target"}
@@ -239,8 +242,13 @@ def _say(log, msg: str) -> None:
 def probe_run(run, settings: ProbeSettings | None = None, *, recompute: bool = False,
               log: Callable[[str], None] | None = None) -> "RunProbes":
     """Compute (or reuse from RUN/probes/) every probe of every snapshot of `run`; returns the loaded results."""
-    settings = settings or ProbeSettings()
     run = check_run(run)
+    with single_threaded():
+        _probe_run(run, settings or ProbeSettings(), recompute, log)
+    return load_probes(run)
+
+
+def _probe_run(run: Path, settings: ProbeSettings, recompute: bool, log) -> None:
     snapshots = rundir.list_snapshots(run)
     out = run / PROBE_DIR
     out.mkdir(exist_ok=True)
@@ -268,7 +276,6 @@ def probe_run(run, settings: ProbeSettings | None = None, *, recompute: bool = F
     _update_pca(run, snapshots, settings, recompute, log)
     if settings.aligned_umap:
         _update_aligned_umap(run, snapshots, settings, recompute, log)
-    return load_probes(run)
 
 
 def _run_level_key(snapshots, settings: ProbeSettings, extra) -> dict:
@@ -283,14 +290,20 @@ def _update_pca(run: Path, snapshots, settings: ProbeSettings, recompute: bool, 
     _, meta = _read_tensors(path, keys=())
     if not recompute and meta.get("key") == key:
         return
-    latents = {step: _read_tensors(p, keys=("latents",))[0]["latents"] for step, p in snapshots}
-    basis = pca.fit_pca_basis(list(latents.values()), percentiles=settings.pca_percentiles,
-                              fitted_on=list(latents))
+    def latents(p):
+        return _read_tensors(p, keys=("latents",))[0]["latents"]
+
+    # two passes over the snapshots, one latent tensor in memory at a time (paper runs have dozens of 16 MB ones)
+    per_set = max(1, pca.MAX_FIT_VECTORS // len(snapshots))
+    vectors = np.concatenate([pca.sample_pixel_vectors(latents(p), per_set, seed=i)
+                              for i, (_, p) in enumerate(snapshots)])
+    steps = [s for s, _ in snapshots]
+    basis = pca.fit_pca_vectors(vectors, percentiles=settings.pca_percentiles, fitted_on=steps)
     tensors = {f"basis.{k}": v for k, v in basis.to_tensors().items()}
-    for step, z in latents.items():
-        tensors[f"rgb.{_step_name(step)}"] = torch.from_numpy(_rgb_uint8(z, basis))
-    rundir.atomic_save_tensors(path, tensors, metadata={"key": key, "steps": json.dumps(list(latents))})
-    _say(log, f"{run.name}: PCA basis fitted on {len(latents)} snapshots")
+    for step, p in snapshots:
+        tensors[f"rgb.{_step_name(step)}"] = torch.from_numpy(_rgb_uint8(latents(p), basis))
+    rundir.atomic_save_tensors(path, tensors, metadata={"key": key, "steps": json.dumps(steps)})
+    _say(log, f"{run.name}: PCA basis fitted on {len(snapshots)} snapshots")
 
 
 def aligned_subset(steps: list[int], max_steps: int) -> list[int]:
@@ -321,7 +334,7 @@ def _update_aligned_umap(run: Path, snapshots, settings: ProbeSettings, recomput
             return
         feats.append(named[settings.aligned_feature])
     embeddings = aligned_umap(feats, n_neighbors=settings.umap_neighbors, n_epochs=settings.umap_epochs,
-                              seed=settings.seed)
+                              window=settings.aligned_window, seed=settings.seed)
     tensors = {_step_name(s): torch.from_numpy(e) for (s, _), e in zip(subset, embeddings)}
     rundir.atomic_save_tensors(path, tensors, metadata={"key": key, "feature": settings.aligned_feature})
     _say(log, f"{run.name}: AlignedUMAP over {len(subset)} snapshots in {time.perf_counter() - t0:.1f}s")
@@ -407,83 +420,3 @@ def load_probes(run) -> RunProbes:
                 out.scalars[step] = record["scalars"]
                 out.timings[step] = record.get("timings", {})
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The comparison table.
-
-def default_table_dir(runs) -> Path:
-    """Where the comparison table goes without --out: the runs' shared parent folder (runs/ for runs/NAME),
-    or, when they live under different parents, the first run's own folder."""
-    parents = {Path(r).resolve().parent for r in runs}
-    return parents.pop() if len(parents) == 1 else Path(runs[0])
-
-
-def _csv_value(v):
-    if isinstance(v, float) and math.isnan(v):
-        return ""
-    return v
-
-
-def write_table(rows: list[dict], out_dir) -> tuple[Path, Path]:
-    """probe_table.csv (scalar columns only) and probe_table.json (everything, lists included) in out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    columns: list[str] = []
-    for row in rows:
-        for k, v in row.items():
-            if k not in columns and not isinstance(v, (list, dict)):
-                columns.append(k)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k, "")) for k in columns})
-    csv_path, json_path = out_dir / f"{TABLE_NAME}.csv", out_dir / f"{TABLE_NAME}.json"
-    rundir.atomic_write_text(csv_path, buf.getvalue())
-    rundir.atomic_write_text(json_path, json.dumps({"columns": columns, "rows": rows}, indent=1, allow_nan=True))
-    return csv_path, json_path
-
-
-def compare_runs(runs, out_dir=None, settings: ProbeSettings | None = None, *, recompute: bool = False,
-                 log: Callable[[str], None] | None = None) -> tuple[list[RunProbes], Path, Path]:
-    """probe_run on every run, then one table of every (run, step) row; returns the results and the two paths."""
-    runs = [Path(r) for r in runs]
-    for r in runs:              # fail on a bad folder before spending minutes on the good ones
-        check_run(r)
-    results = [probe_run(r, settings, recompute=recompute, log=log) for r in runs]
-    names = [r.name for r in results]
-    rows = []
-    for res in results:
-        for row in res.rows():
-            if names.count(res.name) > 1:          # two runs called the same in different folders
-                row["run"] = str(res.run)
-            rows.append(row)
-    csv_path, json_path = write_table(rows, out_dir if out_dir is not None else default_table_dir(runs))
-    return results, csv_path, json_path
-
-
-def comparison_pca_basis(runs, step: str | int = "last", percentiles=pca.DEFAULT_PERCENTILES) -> pca.PCABasis:
-    """One PCA basis over several runs' latents (REPA-E Fig. 6: VAEs side by side in the same colours).
-
-    step: 'last' (each run's final snapshot), 'all', or a step number every run has.
-    """
-    sets, fitted_on = [], []
-    for run in runs:
-        snaps = rundir.list_snapshots(check_run(run))
-        if step == "last":
-            chosen = snaps[-1:]
-        elif step == "all":
-            chosen = snaps
-        else:
-            chosen = [(s, p) for s, p in snaps if s == int(step)]
-            if not chosen:
-                raise ProbeError(f"'{run}' has no snapshot at step {step}; it has {[s for s, _ in snaps]}")
-        for s, p in chosen:
-            sets.append(_read_tensors(p, keys=("latents",))[0]["latents"])
-            fitted_on.append(f"{Path(run).name}@{s}")
-    channels = {z.shape[1] for z in sets}
-    if len(channels) > 1:
-        raise ProbeError(f"these runs' latents have different channel counts {sorted(channels)}; a shared PCA "
-                         f"basis needs the same latent shape. Compare runs of one VAE family.")
-    return pca.fit_pca_basis(sets, percentiles=percentiles, fitted_on=fitted_on)

@@ -6,18 +6,20 @@ follow one probe image through training we use AlignedUMAP: one embedding per st
 a penalty that keeps each image near its position at the neighbouring steps. The probe set is the same
 images in the same order at every step, so the relation between consecutive steps is the identity.
 
-umap-learn is imported lazily: importing it costs ~15 s and its first fit ~15 s of numba compilation,
-which nothing else in the library should pay for.
+umap-learn is imported lazily: importing it costs up to 15 s and its first fits in a process ~15 s (UMAP)
+plus ~13 s (AlignedUMAP) of numba compilation, which nothing else in the library should pay for.
 """
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
+import torch
 
 DEFAULT_NEIGHBORS = 15
 DEFAULT_MIN_DIST = 0.1
-DEFAULT_EPOCHS = 200        # umap-learn uses 500 below 10k points; 200 gives the same picture at 1k points in 40% of the time
+DEFAULT_EPOCHS = 200        # umap-learn uses 500 below 10k points; 200 already settles the clusters of 1k points
 
 
 def _umap():
@@ -35,16 +37,48 @@ def _features(x) -> np.ndarray:
     return x
 
 
+def _distances(x: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance matrix, handed to umap-learn as metric='precomputed'.
+
+    Below 4,096 points umap-learn computes all distances itself through a Python-level metric callback
+    (~500k calls for 1,000 points, 1-2 s); a matrix product does the same in milliseconds.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    d = torch.cdist(t, t)
+    d = 0.5 * (d + d.T)                 # exactly symmetric, exact zero diagonal
+    d.fill_diagonal_(0.0)
+    return d.float().numpy()
+
+
+@contextmanager
+def _serial_numba():
+    """Run umap-learn's numba code on one thread.
+
+    AlignedUMAP's neighbourhood-similarity step launches a parallel numba kernel (in1d) once per point
+    per neighbouring step: thousands of tiny parallel regions whose thread start-up and spin-waiting cost
+    22 s of CPU at 1,000 points x 3 steps on 2 cores, against 0.1 s on one thread. With a fixed
+    random_state the layout optimisation is serial anyway, so nothing is lost.
+    """
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def umap_embedding(features, *, n_neighbors: int = DEFAULT_NEIGHBORS, min_dist: float = DEFAULT_MIN_DIST,
                    n_epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> np.ndarray:
     """(N, D) features -> (N, 2) UMAP embedding; a fixed random_state makes it reproducible (and single-threaded)."""
     umap = _umap()
     x = _features(features)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # "n_jobs overridden by random_state" and numba chatter
+    with warnings.catch_warnings(), _serial_numba():
+        warnings.simplefilter("ignore")     # "n_jobs overridden by random_state", "precomputed: no transform"
         reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist,
-                            n_epochs=n_epochs, random_state=seed)
-        return reducer.fit_transform(x).astype(np.float32)
+                            n_epochs=n_epochs, metric="precomputed", random_state=seed)
+        return reducer.fit_transform(_distances(x)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -119,10 +153,14 @@ class _CompileOnce:
 
 
 def aligned_umap(feature_list, *, n_neighbors: int = DEFAULT_NEIGHBORS, min_dist: float = DEFAULT_MIN_DIST,
-                 n_epochs: int = DEFAULT_EPOCHS, alignment_regularisation: float = 1e-2, seed: int = 0) -> list[np.ndarray]:
+                 n_epochs: int = DEFAULT_EPOCHS, alignment_regularisation: float = 1e-2, window: int = 1,
+                 seed: int = 0) -> list[np.ndarray]:
     """One (N, 2) embedding per feature set (e.g. per snapshot step), fitted jointly so row i stays put where it can.
 
     Every set must have the same N rows describing the same images in the same order (a run's probe set).
+    `window`: how many neighbouring steps on each side pull on a point. 1 ties each step to the next and
+    the previous, which is what a trajectory needs; umap-learn's default 3 costs ~60% more time (its
+    regularisation loop runs over the window for every edge and negative sample) for slightly smoother paths.
     """
     umap = _umap()
     xs = [_features(x) for x in feature_list]
@@ -132,12 +170,12 @@ def aligned_umap(feature_list, *, n_neighbors: int = DEFAULT_NEIGHBORS, min_dist
     if any(len(x) != n for x in xs):
         raise ValueError(f"AlignedUMAP needs the same images at every step; got row counts {[len(x) for x in xs]}")
     identity = {i: i for i in range(n)}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _serial_numba(), _CompileOnce():
         warnings.simplefilter("ignore")
         mapper = umap.AlignedUMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, n_epochs=n_epochs,
-                                  alignment_regularisation=alignment_regularisation, random_state=seed)
-        with _CompileOnce():
-            mapper.fit(xs, relations=[identity] * (len(xs) - 1))
+                                  alignment_regularisation=alignment_regularisation, alignment_window_size=window,
+                                  metric="precomputed", random_state=seed)
+        mapper.fit([_distances(x) for x in xs], relations=[identity] * (len(xs) - 1))
     return [np.asarray(e, dtype=np.float32) for e in mapper.embeddings_]
 
 
