@@ -13,12 +13,10 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 def is_distributed() -> bool:

@@ -260,7 +260,7 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generat
     metrics: dict[str, float] = {}
     state.vae.train(route.trains_vae)
     if route.trains_vae:
-        zs, recons, vae_args = [], [], []
+        zs, recons = [], []
 
         def vae_micro(state_, sl):
             z_mb, posterior, recon = _encode(state_, x[sl], eps[sl], trains=True)

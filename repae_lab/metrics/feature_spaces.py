@@ -19,17 +19,15 @@ file (or, for DINOv2, a hub id), and the tests build the same architectures from
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 FEATURE_SPACES = ("workshop", "dinov2", "inception")
 EVALUATOR_SEED = 20_250_414        # fixed and unlike any run seed: every run is judged by the same network
@@ -216,37 +214,14 @@ def workshop_evaluator_for(dataset, *, cache_dir: str | Path | None = None, seed
                            widths: tuple[int, ...] = (16, 32, 64), steps: int | None = None,
                            max_images: int = 20_000, progress: bool = True) -> tuple[EvaluatorNet, dict]:
     """The evaluator for a dataset: trained once, then loaded from `cache_dir/evaluators/` (safetensors)."""
-    from ..models.target_encoders import default_cache_dir
+    from ..models.trained_cache import cached_trained_model
 
     steps = EVALUATOR_STEPS if steps is None else steps
     cfg = EvaluatorConfig(in_channels=dataset.channels, num_classes=dataset.num_classes, widths=tuple(widths))
-    key_src = json.dumps({"dataset": dataset.name, "resolution": dataset.resolution, "n": len(dataset),
-                          "cfg": asdict(cfg), "seed": seed, "steps": steps, "max_images": max_images, "v": 1},
-                         sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = folder / "evaluators" / f"evaluator-{dataset.name}-{dataset.resolution}px-{key}.safetensors"
-    model = EvaluatorNet(cfg)
-    if path.is_file():
-        try:
-            from safetensors import safe_open
-
-            model.load_state_dict(load_file(str(path)))
-            with safe_open(str(path), framework="pt") as f:
-                stats = json.loads((f.metadata() or {}).get("stats", "{}"))
-            return model.eval().requires_grad_(False), stats
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    n = len(dataset)
-    idx = (torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_images] if n > max_images
-           else torch.arange(n))
-    images, labels = dataset_uint8(dataset, idx)
-    model, stats = train_evaluator(images, labels, cfg, seed=seed, steps=steps, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(model.state_dict(), str(tmp), metadata={"config": key_src, "stats": json.dumps(stats)})
-    os.replace(tmp, path)
-    return model, stats
+    return cached_trained_model(
+        "evaluators", "evaluator", dataset, cfg, seed=seed, steps=steps, max_images=max_images, cache_dir=cache_dir,
+        build=EvaluatorNet, load_data=dataset_uint8,
+        fit=lambda images, labels: train_evaluator(images, labels, cfg, seed=seed, steps=steps, progress=progress))
 
 
 class WorkshopSpace(FeatureSpace):

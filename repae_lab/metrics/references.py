@@ -43,7 +43,7 @@ def reference_statistics(space: FeatureSpace, dataset, *, n_ref: int | None = No
                          cache_dir: str | Path | None = None, batch_size: int = 256, device=None,
                          progress: bool = True) -> Reference:
     """Statistics of `dataset` (train split, as the ADM reference batches) in `space`, cached on disk."""
-    from ..models.target_encoders import default_cache_dir
+    from ..models.trained_cache import default_cache_dir
 
     idx = reference_indices(len(dataset), n_ref, seed)
     desc = {"dataset": dataset.name, "resolution": dataset.resolution, "dataset_size": len(dataset),

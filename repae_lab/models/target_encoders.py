@@ -9,26 +9,18 @@ Two kinds share one interface (images in [-1, 1] -> tokens (N, T, D)):
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-from ..rundir import atomic_save_tensors
+from .trained_cache import cached_trained_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("REPAE_LAB_CACHE", Path.home() / ".cache" / "repae_lab"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -128,30 +120,12 @@ def workshop_encoder_for(dataset, *, grid: int, seed: int = 0, cache_dir: str | 
     """The workshop encoder for a dataset, trained once and then loaded from the on-disk cache."""
     cfg = WorkshopEncoderConfig(in_channels=dataset.channels, num_classes=dataset.num_classes,
                                 widths=tuple(widths), embed_dim=embed_dim, grid=grid)
-    key_src = json.dumps({"dataset": dataset.name, "resolution": dataset.resolution, "n": len(dataset),
-                          "cfg": asdict(cfg), "seed": seed, "steps": steps, "max_images": max_images, "v": 1},
-                         sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = folder / "encoders" / f"workshop-{dataset.name}-{dataset.resolution}px-{key}.safetensors"
-    model = WorkshopEncoder(cfg)
-    if path.is_file():
-        try:
-            model.load_state_dict(load_file(str(path)))
-            return model.eval().requires_grad_(False)
-        except Exception:  # a corrupt cache entry is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    images, labels = _dataset_tensors(dataset, max_images, seed)
-    model, stats = train_workshop_encoder(images, labels, cfg, seed=seed, steps=steps, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_tensors(path, model.state_dict(), metadata={"config": key_src, "stats": json.dumps(stats)})
+    model, _ = cached_trained_model(
+        "encoders", "workshop", dataset, cfg, seed=seed, steps=steps, max_images=max_images, cache_dir=cache_dir,
+        build=WorkshopEncoder, load_data=lambda ds, idx: ds.batch(idx),
+        fit=lambda images, labels: train_workshop_encoder(images, labels, cfg, seed=seed, steps=steps,
+                                                          progress=progress))
     return model
-
-
-def _dataset_tensors(dataset, max_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = len(dataset)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_images] if n > max_images else torch.arange(n)
-    return dataset.batch(idx)
 
 
 # ---------------------------------------------------------------------------------------------------------

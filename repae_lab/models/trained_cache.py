@@ -1,0 +1,54 @@
+"""Small networks the project trains itself on a run's dataset (the workshop REPA target, the workshop
+evaluator), trained once and then read back from an on-disk cache keyed by everything that shapes them."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("REPAE_LAB_CACHE", Path.home() / ".cache" / "repae_lab"))
+
+
+def cached_trained_model(kind: str, prefix: str, dataset, cfg, *, seed: int, steps: int, max_images: int,
+                         cache_dir: str | Path | None, build: Callable[[object], nn.Module],
+                         load_data: Callable, fit: Callable) -> tuple[nn.Module, dict]:
+    """The model from CACHE/<kind>/<prefix>-<dataset>-<res>px-<key>.safetensors, or trained and cached.
+
+    `load_data(dataset, indices)` gives (images, labels) of a seeded subset of at most `max_images`;
+    `fit(images, labels)` returns (frozen model in eval mode, stats). A damaged entry is rebuilt, never trusted."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ..rundir import atomic_save_tensors
+
+    key_src = json.dumps({"dataset": dataset.name, "resolution": dataset.resolution, "n": len(dataset),
+                          "cfg": asdict(cfg), "seed": seed, "steps": steps, "max_images": max_images, "v": 1},
+                         sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = folder / kind / f"{prefix}-{dataset.name}-{dataset.resolution}px-{key}.safetensors"
+    if path.is_file():
+        try:
+            model = build(cfg)
+            model.load_state_dict(load_file(str(path)))
+            with safe_open(str(path), framework="pt") as f:
+                stats = json.loads((f.metadata() or {}).get("stats", "{}"))
+            return model.eval().requires_grad_(False), stats
+        except Exception:
+            path.unlink(missing_ok=True)
+    n = len(dataset)
+    idx = (torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_images] if n > max_images
+           else torch.arange(n))
+    images, labels = load_data(dataset, idx)
+    model, stats = fit(images, labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(path, model.state_dict(), metadata={"config": key_src, "stats": json.dumps(stats)})
+    return model, stats
