@@ -48,11 +48,11 @@ try:
     from repae_lab.config import resolve_config
     from repae_lab.flops import STEP_KINDS, state_component_flops, step_flops
     from repae_lab.models.discriminator import PatchDiscriminator
-    from repae_lab.models.sit import SiT, sit_config
     from repae_lab.models.target_encoders import DinoV2Target
-    from repae_lab.models.vae import build_vae, latent_channels
+    from repae_lab.models.vae import build_vae
     from repae_lab.recipes import routing, sit_update, train_step, update_ema
-    from repae_lab.train import TrainState, _adamw, build_state, token_grid
+    from repae_lab.train import (TrainState, apply_speed_switches, build_state, ema_copy, make_optimizers, new_sit,
+                                 token_grid)
 except ImportError as err:
     sys.exit(f"benchmarks/throughput.py cannot import '{err.name}' ({err}). It needs torch, timm, "
              f"diffusers and the repae_lab dependencies (pyproject.toml). On an offline GPU host install the "
@@ -200,7 +200,7 @@ def paper_state(cfg, device: torch.device, vae_arch: str) -> TrainState:
     route = routing(cfg)
     with torch.device(device):                      # initialise in place: no 2.7 GB CPU->GPU copy of SiT-XL
         vae = build_vae(vae_arch)
-        latent, grid = token_grid(cfg, vae)
+        _, grid = token_grid(cfg, vae)
         image_size = 224 * cfg.resolution // 256    # as models.target_encoders.dinov2_b: 14-px patches, grid x grid
         vit = timm.create_model("vit_base_patch14_dinov2.lvd142m", pretrained=False, img_size=image_size,
                                 num_classes=0, dynamic_img_size=False)
@@ -208,32 +208,21 @@ def paper_state(cfg, device: torch.device, vae_arch: str) -> TrainState:
         if image_size // 14 != grid:
             raise SystemExit(f"DINOv2 gives {image_size // 14}x{image_size // 14} tokens but the SiT {grid}x{grid}; "
                              f"choose resolution / patch_size so that they match.")
-        sit_cfg = sit_config(cfg.sit_size, input_size=latent, patch_size=cfg.patch_size,
-                             in_channels=latent_channels(vae), num_classes=1000,
-                             class_dropout_prob=cfg.class_dropout_prob, encoder_depth=cfg.alignment_depth,
-                             projector_dim=cfg.projector_dim, z_dims=(target.embed_dim,), bn_momentum=cfg.bn_momentum)
-        sit = SiT(sit_cfg)
-        ema = SiT(sit_cfg)
+        sit = new_sit(cfg, vae, 1000, target.embed_dim)
         disc = perceptual = None
         if route.trains_vae and route.vae_reg:
             perceptual = RandomLPIPSVGG() if cfg.perceptual_weight > 0 else None
             if cfg.gan_weight > 0:
                 disc = PatchDiscriminator(3, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers)
-    # a random VAE has no known latent statistics; unit ones keep the BatchNorm's arithmetic the same
-    sit.init_latent_stats(torch.zeros(sit_cfg.in_channels, device=device), torch.ones(sit_cfg.in_channels, device=device))
-    ema.load_state_dict(sit.state_dict())
-    ema.eval().requires_grad_(False)
-    optimizers = {"sit": _adamw(cfg, [p for p in sit.parameters() if p.requires_grad], cfg.lr, device)}
-    if route.trains_vae:
-        optimizers["vae"] = _adamw(cfg, vae.parameters(), cfg.vae_lr, device)
-        if disc is not None:
-            optimizers["disc"] = _adamw(cfg, disc.parameters(), cfg.disc_lr, device)
-    else:
-        vae.eval().requires_grad_(False)
-    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
+        # a random VAE has no known latent statistics; unit ones keep the BatchNorm's arithmetic the same
+        channels = sit.cfg.in_channels
+        sit.init_latent_stats(torch.zeros(channels), torch.ones(channels))
+        ema = ema_copy(sit)
+    optimizers, scaler = make_optimizers(cfg, sit, vae, disc, device)
+    compiled = apply_speed_switches(cfg, sit, (vae, disc, perceptual))
     return TrainState(cfg=cfg, device=device, dataset=None, vae=vae, sit=sit, ema=ema, discriminator=disc,
                       target_encoder=target if route.uses_repa else None, perceptual=perceptual,
-                      optimizers=optimizers, scaler=scaler)
+                      optimizers=optimizers, scaler=scaler, sit_forward=compiled)
 
 
 def make_state(size: str, kind: str, device: torch.device, precision: str, batch: int, overrides: dict) -> TrainState:
@@ -325,6 +314,19 @@ def time_steps(state: TrainState, kind: str, batch: int, steps: int, warmup: int
     return times, metrics
 
 
+def profile_step(state: TrainState, kind: str, batch: int, top: int = 25) -> str:
+    """One more step under torch.profiler: the kernels that take the time, and how long the CPU spent
+    issuing them (if that is close to the step time, the step is launch-bound, not compute-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if state.device.type == "cuda" else [])
+    _sync(state.device)
+    with profile(activities=activities) as prof:
+        time_steps(state, kind, batch, steps=1, warmup=0)
+    key = "self_cuda_time_total" if state.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The loop over configurations.
 
@@ -334,21 +336,26 @@ def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: 
     build_on = flops_only_device(size, device) if args.flops_only else device
     state = None
     try:
-        state = make_state(size, kind, build_on, args.precision, batch, args.overrides)
-        if args.compile and not args.flops_only:
-            state.sit = torch.compile(state.sit)
+        overrides = dict(args.overrides, compile=bool(args.compile and not args.flops_only))
+        state = make_state(size, kind, build_on, args.precision, batch, overrides)
         sf = step_flops(state.cfg, state_component_flops(state), kind)
         row.update(flops_per_image=sf.per_image, flops_per_step=sf.total(batch),
                    passes=[dataclasses.asdict(p) for p in sf.passes], breakdown=sf.table())
         if args.flops_only:
             return row
         times, metrics = time_steps(state, kind, batch, args.steps, args.warmup)
+        if args.profile:
+            row["profile"] = profile_step(state, kind, batch)
     except torch.OutOfMemoryError:
         # report it and go on with the next configuration (a smaller batch may still fit)
         row.update(error="out of memory")
         return row
     finally:
         del state
+        if args.compile:
+            # a fresh start for the next configuration: otherwise dynamo sees the same code with a new batch
+            # size and recompiles it with dynamic shapes, which is not what a training run compiles
+            torch._dynamo.reset()
         release_memory(device)
     step_s = statistics.median(times)
     tflops = sf.total(batch) / step_s / 1e12
@@ -395,6 +402,8 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every size")
     p.add_argument("--flops-only", action="store_true", help="print FLOP counts, time nothing")
     p.add_argument("--breakdown", action="store_true", help="print the pass-by-pass FLOPs of each configuration")
+    p.add_argument("--profile", action="store_true", help="profile one more step of each configuration and print "
+                                                            "its top kernels (into --json too)")
     p.add_argument("--json", default=None, metavar="OUT", help="write every figure, the machine and the command here")
     args = p.parse_args(argv)
     sizes: list[str] = []
@@ -458,6 +467,8 @@ def main(argv=None) -> int:
                 print(format_row(row), flush=True)
                 if args.breakdown:
                     print("\n".join("    " + line for line in row["breakdown"].splitlines()))
+                if row.get("profile"):
+                    print(row["profile"], flush=True)
     mem = next((r["memory_measure"] for r in rows if "memory_measure" in r), None)
     if mem:
         base = machine["rss_before_first_config_bytes"]

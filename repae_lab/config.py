@@ -63,8 +63,11 @@ class Config:
     mixed_precision: str = "no"        # no | bf16 | fp16
     # speed switches (benchmarks/throughput.py measures them)
     tf32: bool = True                  # TF32 matmuls / convolutions on Ampere+ GPUs
+    cudnn_benchmark: bool = True       # let cuDNN time its convolution algorithms once (fixed shapes; GPU only);
+                                       # off for GPU runs that must repeat bitwise
     compile: bool = False              # torch.compile the SiT
-    channels_last: bool = False        # channels-last memory format for the convolutional VAE and discriminator
+    channels_last: bool = False        # channels-last memory format for the convolutional networks (VAE,
+                                       # discriminator, perceptual network)
     grad_accumulation: int = 1         # micro-batches per step (each process's share of batch_size is split)
     activation_checkpointing: bool = False   # recompute SiT blocks in backward to save memory
     cache_latents: bool = False        # frozen-VAE recipes: encode the dataset once (posterior mean and std)

@@ -47,6 +47,19 @@ def init_from_env(device_name: str = "auto") -> torch.device:
     return torch.device("cpu" if device_name == "auto" else device_name)
 
 
+def launcher_precision_note(mixed_precision: str) -> str | None:
+    """`accelerate launch` sets the environment torchrun does (so init_from_env needs nothing else) and also
+    passes its --mixed_precision as ACCELERATE_MIXED_PRECISION. The run's config decides the precision (it
+    is what config.json records and what a resume repeats); say so when the launcher asked for another."""
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched is None or launched == mixed_precision:
+        return None
+    fix = (f"add --set mixed_precision={launched} to use it" if launched in ("no", "bf16", "fp16")
+           else "repae_lab supports no, bf16 and fp16")
+    return (f"accelerate launch asked for mixed precision '{launched}' but the run's config says "
+            f"'{mixed_precision}', which is what runs; {fix}.")
+
+
 def shard(tensor: torch.Tensor) -> torch.Tensor:
     """This rank's rows of a global-batch tensor (rows rank, rank + world, ...)."""
     return tensor[rank()::world_size()] if is_distributed() else tensor

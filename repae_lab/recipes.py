@@ -7,6 +7,11 @@ A step is at most three optimizer updates, in the order of the REPA-E code (REPA
   3. SiT update:  SiT in train mode on z.detach() (computed before update 1, so one step stale), with the same
                   t and noise as update 1; diffusion + 0.5 * L_REPA; then the EMA.
 Frozen-VAE recipes only take update 3. Which losses reach the VAE is decided once, in `routing`.
+
+On a GPU nothing in a step waits for the device until its very end: losses, gradient norms and latent
+statistics stay on the device as 0-d tensors and are read back together, once (`read_metrics`), and the
+step's random draws go up from pinned memory without a blocking copy. The CPU can then queue the next
+kernels while the GPU is still busy, which is where a large share of a small-batch step's time goes.
 """
 from __future__ import annotations
 
@@ -76,8 +81,9 @@ def _backward(state, loss: torch.Tensor) -> None:
     (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
 
 
-def _step(state, name: str, params) -> float:
-    """Average over processes, unscale, clip to cfg.grad_clip, step; returns the pre-clip gradient norm."""
+def _step(state, name: str, params) -> torch.Tensor:
+    """Average over processes, unscale, clip to cfg.grad_clip, step; returns the pre-clip gradient norm
+    (a device tensor: reading it here would make the CPU wait for the backward pass)."""
     params = list(params)
     opt = state.optimizers[name]
     if name != "sit":               # the SiT's gradients are averaged by its DistributedDataParallel wrapper
@@ -89,7 +95,7 @@ def _step(state, name: str, params) -> float:
         state.scaler.step(opt)
     else:
         opt.step()
-    return float(norm)
+    return norm.detach()
 
 
 def _autocast(state):
@@ -125,8 +131,8 @@ def vae_loss(state, x, y, z, posterior, recon, t, noise, targets, route: Routing
                 kl_weight=cfg.kl_weight, gan_weight=cfg.gan_weight)
         loss = loss + reg
         parts.update(reg_parts)
-    metrics = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
-    metrics["loss/vae_total"] = float(loss.detach())
+    metrics = {f"loss/{k}": v.detach() for k, v in parts.items()}
+    metrics["loss/vae_total"] = loss.detach()
     return loss, metrics
 
 
@@ -135,7 +141,7 @@ def discriminator_loss(state, x, recon):
     disc = state.discriminator
     with torch.autocast(device_type=x.device.type, enabled=False):
         loss = discriminator_hinge_loss(disc(x.float()), disc(recon.detach().float()))
-    return loss, {"loss/disc": float(loss.detach())}
+    return loss, {"loss/disc": loss.detach()}
 
 
 def sit_loss(state, z, y, t, noise, targets, route: Routing, drop_labels=None):
@@ -152,17 +158,18 @@ def sit_loss(state, z, y, t, noise, targets, route: Routing, drop_labels=None):
         z_norm = sit.normalize_latent(z)
         velocity, projected = forward(interpolate(z_norm, noise, t), t, y, force_drop_ids=drop_labels)
         diff = diffusion_loss(velocity, z_norm, noise)
-        metrics = {"loss/diffusion": float(diff.detach())}
+        metrics = {"loss/diffusion": diff.detach()}
         loss = diff
         if route.uses_repa:
             repa = repa_loss(projected, targets)
             loss = loss + cfg.proj_coeff * repa
-            metrics["loss/repa"] = float(repa.detach())
+            metrics["loss/repa"] = repa.detach()
     return loss, metrics
 
 
-def _one_update(state, name: str, loss_fn, micro_args) -> dict[str, float]:
-    """zero_grad; for each micro-batch: loss / k, backward; then one step. Metrics are micro-batch means."""
+def _one_update(state, name: str, loss_fn, micro_args) -> dict[str, torch.Tensor]:
+    """zero_grad; for each micro-batch: loss / k, backward; then one step. Metrics are micro-batch means,
+    left on the device (see read_metrics)."""
     state.optimizers[name].zero_grad(set_to_none=True)
     k, sums = len(micro_args), {}
     parallel = state.sit_parallel if name == "sit" else None
@@ -173,46 +180,61 @@ def _one_update(state, name: str, loss_fn, micro_args) -> dict[str, float]:
             loss, metrics = loss_fn(state, *args)
             _backward(state, loss / k)
         for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value / k
+            sums[key] = sums[key] + value / k if key in sums else value / k
     params = {"sit": state.sit, "vae": state.vae, "disc": state.discriminator}[name].parameters()
     sums[f"grad_norm/{name}"] = _step(state, name, (p for p in params if p.requires_grad))
     return sums
 
 
+def read_metrics(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Device scalars -> Python floats in one transfer: the only point where a step waits for the GPU."""
+    if not metrics:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+    return dict(zip(metrics, values))
+
+
 def vae_update(state, x, y, z, posterior, recon, t, noise, targets, route: Routing) -> dict[str, float]:
     """Update 1 on one batch: the VAE learns from the losses `route` lets through; SiT and projector untouched."""
-    return _one_update(state, "vae", vae_loss, [(x, y, z, posterior, recon, t, noise, targets, route)])
+    return read_metrics(_one_update(state, "vae", vae_loss, [(x, y, z, posterior, recon, t, noise, targets, route)]))
 
 
 def discriminator_update(state, x, recon) -> dict[str, float]:
     """Update 2 on one batch."""
-    return _one_update(state, "disc", discriminator_loss, [(x, recon)])
+    return read_metrics(_one_update(state, "disc", discriminator_loss, [(x, recon)]))
 
 
 def sit_update(state, z, y, t, noise, targets, route: Routing, drop_labels=None) -> dict[str, float]:
     """Update 3 on one batch."""
-    return _one_update(state, "sit", sit_loss, [(z, y, t, noise, targets, route, drop_labels)])
+    return read_metrics(_one_update(state, "sit", sit_loss, [(z, y, t, noise, targets, route, drop_labels)]))
 
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """EMA of parameters and of the BatchNorm running statistics (these become the E2E-VAE's latent stats)."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1.0 - decay)
-    for (name, e), (_, b) in zip(ema.named_buffers(), model.named_buffers()):
-        if e.dtype.is_floating_point:
-            e.lerp_(b, 1.0 - decay)
-        else:
+    """EMA of parameters and of the BatchNorm running statistics (these become the E2E-VAE's latent stats).
+    One multi-tensor lerp over all parameters: SiT-XL has about 700 of them, and a kernel per tensor would
+    cost more launch time than the arithmetic."""
+    targets = list(ema.parameters())
+    sources = [p.detach() for p in model.parameters()]
+    floats = [(e, b) for e, b in zip(ema.buffers(), model.buffers()) if e.dtype.is_floating_point]
+    if floats:
+        targets += [e for e, _ in floats]
+        sources += [b for _, b in floats]
+    if targets:
+        torch._foreach_lerp_(targets, sources, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        if not e.dtype.is_floating_point:
             e.copy_(b)
 
 
-def latent_statistics(z: torch.Tensor) -> dict[str, float]:
-    """Cheap per-step summaries of the latent (Table 1's spatial variance and total variation, per image)."""
+def latent_statistics(z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Cheap per-step summaries of the latent (Table 1's spatial variance and total variation, per image),
+    as device scalars."""
     z = z.detach().float()
     spatial_var = z.flatten(2).var(dim=2).mean()                   # variance over positions, per channel and image
     tv = (z[..., 1:, :] - z[..., :-1, :]).abs().sum((1, 2, 3)) + (z[..., :, 1:] - z[..., :, :-1]).abs().sum((1, 2, 3))
-    return {"latent/mean": float(z.mean()), "latent/std": float(z.std()),
-            "latent/spatial_var": float(spatial_var), "latent/total_variation": float(tv.mean())}
+    return {"latent/mean": z.mean(), "latent/std": z.std(), "latent/spatial_var": spatial_var,
+            "latent/total_variation": tv.mean()}
 
 
 def _global_draws(shape_per_sample, n_local: int, generator: torch.Generator, device, kind: str = "normal"):
@@ -220,7 +242,17 @@ def _global_draws(shape_per_sample, n_local: int, generator: torch.Generator, de
     n_global = n_local * world_size()
     draw = torch.randn((n_global, *shape_per_sample), generator=generator) if kind == "normal" \
         else torch.rand((n_global, *shape_per_sample), generator=generator)
-    return shard(draw).to(device)
+    return to_device(shard(draw), device)
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device` without making the CPU wait for the GPU's queue: a plain host-to-GPU copy
+    synchronises the stream, a copy from pinned memory does not (the caching host allocator keeps the
+    pinned block alive until the copy is done)."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _encode(state, x, eps, trains: bool):
@@ -257,7 +289,7 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generat
     drop = _global_draws((), n, generator, x.device, kind="uniform") < cfg.class_dropout_prob
     micro = [slice(i, i + n // cfg.grad_accumulation) for i in range(0, n, n // cfg.grad_accumulation)]
     pick = lambda seq, sl: [s[sl] for s in seq]
-    metrics: dict[str, float] = {}
+    metrics: dict[str, torch.Tensor] = {}
     state.vae.train(route.trains_vae)
     if route.trains_vae:
         zs, recons = [], []
@@ -281,7 +313,7 @@ def train_step(state, x: torch.Tensor, y: torch.Tensor, generator: torch.Generat
         state.scaler.update()
     update_ema(state.ema, state.sit, cfg.ema_decay)
     metrics.update(latent_statistics(z))
-    return metrics
+    return read_metrics(metrics)
 
 
 def latent_shape_of(state, x: torch.Tensor) -> tuple[int, int, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from .models.sit import SiT, sit_config
 from .models.target_encoders import build_target_encoder
 from .models.vae import downsample_factor, encode, latent_channels, latent_stats_from_config, vae_from_spec
 from .losses import build_perceptual
-from .recipes import routing, train_step
+from .recipes import routing, to_device, train_step
 from .alarms import AlarmMonitor
 from .safe_load import load_state_dict_checked
 from .snapshots import take_snapshot
@@ -62,8 +63,52 @@ class TrainState:
 
 
 def _adamw(cfg: Config, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    # fused: one kernel for all parameters, and (unlike the per-tensor CPU path, which calls .item() on each
+    # step count) nothing that reads the device back
     return torch.optim.AdamW(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                             weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+                             weight_decay=cfg.weight_decay, fused=torch.device(device).type in ("cuda", "cpu"))
+
+
+def new_sit(cfg: Config, vae, num_classes: int, z_dim: int) -> SiT:
+    """A freshly initialised SiT + projector for this config, VAE (latent size and channels) and target
+    encoder width, on the current default device."""
+    latent, _ = token_grid(cfg, vae)
+    return SiT(sit_config(cfg.sit_size, input_size=latent, patch_size=cfg.patch_size,
+                          in_channels=latent_channels(vae), num_classes=num_classes,
+                          class_dropout_prob=cfg.class_dropout_prob, encoder_depth=cfg.alignment_depth,
+                          projector_dim=cfg.projector_dim, z_dims=(z_dim,), bn_momentum=cfg.bn_momentum))
+
+
+def ema_copy(sit: SiT) -> SiT:
+    """The EMA model: same config and weights (latent statistics included), frozen, in eval mode."""
+    ema = SiT(sit.cfg).to(next(sit.parameters()).device)
+    ema.load_state_dict(sit.state_dict())
+    return ema.eval().requires_grad_(False)
+
+
+def make_optimizers(cfg: Config, sit: SiT, vae, disc, device) -> tuple[dict[str, torch.optim.Optimizer], Any]:
+    """AdamW for each network the recipe trains (a frozen VAE is put in eval mode), and fp16's grad scaler."""
+    route = routing(cfg)
+    optimizers = {"sit": _adamw(cfg, [p for p in sit.parameters() if p.requires_grad], cfg.lr, device)}
+    if route.trains_vae:
+        optimizers["vae"] = _adamw(cfg, vae.parameters(), cfg.vae_lr, device)
+        if disc is not None:
+            optimizers["disc"] = _adamw(cfg, disc.parameters(), cfg.disc_lr, device)
+    else:
+        vae.eval().requires_grad_(False)
+    scaler = torch.amp.GradScaler(torch.device(device).type) if cfg.mixed_precision == "fp16" else None
+    return optimizers, scaler
+
+
+def apply_speed_switches(cfg: Config, sit: SiT, convnets, parallel=None):
+    """Activation checkpointing, channels-last convolutional networks (None entries are skipped) and
+    torch.compile; returns the compiled SiT forward (TrainState.sit_forward), or None."""
+    sit.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.channels_last:
+        for module in convnets:
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    return torch.compile(parallel if parallel is not None else sit) if cfg.compile else None
 
 
 def token_grid(cfg: Config, vae) -> tuple[int, int]:
@@ -142,6 +187,9 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     device = dist.init_from_env(cfg.device)
+    note = dist.launcher_precision_note(cfg.mixed_precision)
+    if note and dist.is_main():
+        print(f"repae-lab: {note}", file=sys.stderr)
     try:
         dist.check_batch_size(cfg.batch_size)
     except ValueError as err:
@@ -149,6 +197,8 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     try:
         dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
     except DatasetError as err:
@@ -161,7 +211,7 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
         raise RunError(f"the VAE takes {vae.config.in_channels}-channel images but '{cfg.dataset}' has "
                        f"{dataset.channels}; pick a VAE config for {dataset.channels} channels.")
     vae = vae.to(device)
-    latent, grid = token_grid(cfg, vae)
+    _, grid = token_grid(cfg, vae)
     route = routing(cfg)
 
     target = None
@@ -171,13 +221,9 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
             if (turn == "main") == dist.is_main():
                 target = build_target_encoder(cfg, dataset, grid=grid, progress=progress and dist.is_main()).to(device)
             dist.barrier()
-    sit_cfg = sit_config(cfg.sit_size, input_size=latent, patch_size=cfg.patch_size,
-                         in_channels=latent_channels(vae), num_classes=dataset.num_classes,
-                         class_dropout_prob=cfg.class_dropout_prob, encoder_depth=cfg.alignment_depth,
-                         projector_dim=cfg.projector_dim, z_dims=(target.embed_dim if target is not None else 768,),
-                         bn_momentum=cfg.bn_momentum)
     torch.manual_seed(cfg.seed + 2)
-    sit = dist.globalize_batchnorm(SiT(sit_cfg)).to(device)
+    sit = dist.globalize_batchnorm(new_sit(cfg, vae, dataset.num_classes, target.embed_dim if target is not None else 768))
+    sit = sit.to(device)
     stats = latent_stats_from_config(vae)
     if stats is not None:                       # an exported E2E-VAE carries its latent statistics
         mean, std = stats
@@ -185,26 +231,18 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     else:
         mean, var = estimate_latent_stats(vae, dataset, cfg, device)
     sit.init_latent_stats(mean.to(device), var.clamp_min(1e-8).to(device))
-    ema = SiT(sit_cfg).to(device)
-    ema.load_state_dict(sit.state_dict())
-    ema.eval().requires_grad_(False)
+    ema = ema_copy(sit)
 
-    optimizers = {"sit": _adamw(cfg, [p for p in sit.parameters() if p.requires_grad], cfg.lr, device)}
     disc = perceptual = None
-    if route.trains_vae:
-        optimizers["vae"] = _adamw(cfg, vae.parameters(), cfg.vae_lr, device)
-        if route.vae_reg:
-            perceptual = build_perceptual(cfg.perceptual, target)
-            if perceptual is not None:
-                perceptual = perceptual.to(device)
-            if cfg.gan_weight > 0:
-                torch.manual_seed(cfg.seed + 3)
-                disc = dist.globalize_batchnorm(
-                    PatchDiscriminator(dataset.channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers)).to(device)
-                optimizers["disc"] = _adamw(cfg, disc.parameters(), cfg.disc_lr, device)
-    else:
-        vae.eval().requires_grad_(False)
-    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
+    if route.trains_vae and route.vae_reg:
+        perceptual = build_perceptual(cfg.perceptual, target)
+        if perceptual is not None:
+            perceptual = perceptual.to(device)
+        if cfg.gan_weight > 0:
+            torch.manual_seed(cfg.seed + 3)
+            disc = dist.globalize_batchnorm(
+                PatchDiscriminator(dataset.channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers)).to(device)
+    optimizers, scaler = make_optimizers(cfg, sit, vae, disc, device)
     probe = class_balanced_indices(dataset.labels, min(cfg.probe_size, len(dataset)), cfg.seed) if cfg.probe_size else None
     parallel = None
     if dist.is_distributed():
@@ -215,12 +253,7 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
                                            find_unused_parameters=not route.uses_repa, broadcast_buffers=False)
         for module in (vae, disc):
             dist.broadcast_parameters(module)
-    sit.activation_checkpointing = cfg.activation_checkpointing
-    if cfg.channels_last:
-        for module in (vae, disc):
-            if module is not None:
-                module.to(memory_format=torch.channels_last)
-    compiled = torch.compile(parallel if parallel is not None else sit) if cfg.compile else None
+    compiled = apply_speed_switches(cfg, sit, (vae, disc, perceptual), parallel)
     cache = encode_dataset(vae, dataset, cfg, device, progress) if cfg.cache_latents else None
     return TrainState(cfg, device, dataset, vae, sit, ema, disc, target if route.uses_repa else None, perceptual,
                       optimizers, scaler, 0, probe, parallel, compiled, cache)
@@ -395,7 +428,7 @@ def _truncate_metrics(run: Path, step: int) -> None:
 
 def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
     try:
-        return train_step(state, x.to(state.device), y.to(state.device), gen, latents)
+        return train_step(state, to_device(x, state.device), to_device(y, state.device), gen, latents)
     except torch.OutOfMemoryError as err:
         cfg = state.cfg
         raise RunError(f"out of GPU memory at step {state.step} with batch_size {cfg.batch_size}: lower it "
@@ -440,7 +473,7 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, t_start: flo
         latents = None
         if state.latent_cache is not None:
             idx = dist.shard(batch_indices(len(state.dataset), cfg.batch_size, cfg.seed, state.step))
-            latents = tuple(c[idx].to(state.device).float() for c in state.latent_cache)
+            latents = tuple(to_device(c[idx], state.device).float() for c in state.latent_cache)
         # averaged over processes, so every rank sees the same numbers and takes the same alarm decisions
         metrics = dist.mean_across(_run_step(state, x, y, gen, latents))
         state.step += 1

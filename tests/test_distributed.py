@@ -75,3 +75,31 @@ def test_a_two_process_checkpoint_resumes_with_one_process(runs):
     (run / "config.json").write_text(json.dumps(cfg))
     train(resume=run, progress=False)
     _close(_losses(run), _losses(runs / "one"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_accelerate_launch_gives_the_losses_of_one_process(runs, encoder_cache):
+    """`accelerate launch` runs the same code as torchrun (it sets the same environment), and says that the
+    run's config, not the launcher's flag, sets the precision."""
+    pytest.importorskip("accelerate")
+    from conftest import TINY
+    overrides = {**TINY, "cache_dir": encoder_cache, "steps": 4, "batch_size": 8, "checkpoint_every": 2}
+    run = runs / "accelerate"
+    launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]
+    proc = subprocess.run(launch + ["-m", "repae_lab.cli", "train", "--preset", "workshop", "--recipe", "repa-e",
+                                    "--out", str(run), "--quiet", "--set", *[f"{k}={v}" for k, v in overrides.items()]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "accelerate launch asked for mixed precision 'bf16'" in proc.stderr
+    assert "mixed_precision=bf16" in proc.stderr
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == "no"
+    _close(_losses(run), _losses(runs / "one")[:4])

@@ -200,3 +200,18 @@ def test_benchmark_runs_and_reports(tmp_path, encoder_cache, one_thread):
         assert r["tflops"] == pytest.approx(r["flops_per_step"] / (r["step_ms"] / 1e3) / 1e12)
         assert not r["nonfinite_metrics"]
     assert rows[1]["flops_per_image"] > rows[0]["flops_per_image"]
+
+
+def test_benchmark_paper_path_with_speed_switches_and_profile(tmp_path, one_thread, capsys):
+    """The paper-size construction (SD-VAE, DINOv2-B, PatchGAN, LPIPS stand-in) at 64 px, with channels-last
+    networks and a profiled step: what benchmarks/gpu_session.sh runs on a GPU, small enough for a CPU."""
+    import json
+
+    bench = _benchmark_module()
+    out = tmp_path / "perf.json"
+    bench.main(["--device", "cpu", "--sizes", "xl2-sdvae", "--recipes", "repa-e", "--batch", "2", "--steps", "1",
+                "--warmup", "0", "--threads", "1", "--profile", "--json", str(out),
+                "--set", "resolution=64", "sit_size=S", "channels_last=true"])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert "error" not in row and not row["nonfinite_metrics"] and row["images_per_s"] > 0
+    assert "aten::" in row["profile"] and "aten::" in capsys.readouterr().out

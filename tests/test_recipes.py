@@ -226,3 +226,55 @@ def test_torch_compile_switch_runs(tiny_config):
     x, y = _batch(state)
     metrics = train_step(state, x, y, step_generator(0, 0))
     assert math.isfinite(metrics["loss/diffusion"]) and state.sit_forward is not None
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the calls that copy a tensor's value to Python: on a GPU each one makes the CPU wait."""
+    READS = {"item", "__float__", "__int__", "__bool__", "tolist", "numpy", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("recipe,switches", [("repa-e", {}), ("repa", {}), ("repa-e", {"grad_accumulation": 2})])
+def test_a_step_reads_the_device_back_once(tiny_config, recipe, switches):
+    """All of a step's metrics come back in one transfer at its end, so a GPU step never stalls midway."""
+    state = build_state(tiny_config(recipe, **switches), progress=False)
+    x, y = _batch(state)
+    with HostReads() as mode:
+        metrics = train_step(state, x, y, step_generator(0, 0))
+    assert mode.reads == ["tolist"], mode.reads
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_ema_update_matches_the_per_tensor_formula(tiny_config):
+    from repae_lab.recipes import update_ema
+
+    state = build_state(tiny_config("repa-e"), progress=False)
+    with torch.no_grad():
+        for p in state.sit.parameters():
+            p.add_(torch.randn_like(p))
+        state.sit.bn.running_var.mul_(3.0)
+        state.sit.bn.num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in state.ema.state_dict().items()}
+    update_ema(state.ema, state.sit, 0.9)
+    model = state.sit.state_dict()
+    for key, after in state.ema.state_dict().items():
+        if after.dtype.is_floating_point:
+            assert torch.allclose(after, 0.9 * before[key] + 0.1 * model[key], atol=1e-6), key
+        else:
+            assert torch.equal(after, model[key]), key
+
+
+def test_channels_last_switch_converts_every_convolutional_network(tiny_config):
+    state = build_state(tiny_config("repa-e", channels_last=True), progress=False)
+    for name, module in (("vae", state.vae), ("discriminator", state.discriminator)):
+        convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs), name
