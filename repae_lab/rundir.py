@@ -80,6 +80,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (every JSON file here is written
+    atomically, so unreadable means not there yet)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Optimizer state as safetensors + JSON (no pickle).
 

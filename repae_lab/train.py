@@ -519,7 +519,10 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, t_start: flo
 def write_summary(run: Path, cfg: Config, seconds: float) -> dict[str, Any]:
     """Final losses (mean of the last 10% of logged steps), latent statistics and time taken."""
     records = rundir.read_jsonl(run / "metrics.jsonl")
-    tail = records[-max(1, math.ceil(len(records) / 10)):]
+    # training records only: evaluations ("kind") and alarms / rollbacks ("event") carry no losses, and an
+    # evaluation at the last step would otherwise be the whole tail of a short run
+    logged = [r for r in records if "kind" not in r and "event" not in r]
+    tail = logged[-max(1, math.ceil(len(logged) / 10)):]
     keys = sorted({k for r in tail for k in r if k.startswith(("loss/", "latent/"))})
     final = {k: sum(r[k] for r in tail if k in r) / max(1, sum(1 for r in tail if k in r)) for k in keys}
     summary = {"run_dir": str(run.resolve()), "recipe": cfg.recipe, "preset": cfg.preset,

@@ -7,8 +7,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-extras=""
+extras="[notebooks]"
 if [ "${1:-}" = "--dev" ]; then
-  extras="[dev]"
+  extras="[notebooks,dev]"
 fi
 .venv/bin/python -m pip install --quiet --editable ".${extras}"

@@ -446,3 +446,17 @@ def test_probe_real_tiny_run_through_the_cli(tmp_path, tiny, capsys):
         assert by[("no-target", 2)][key] == pytest.approx(by[("repa-e", 2)][key], abs=0.02), key
     assert main(["probe", str(runs)]) == 2
     assert "holds runs (no-target, repa-e)" in capsys.readouterr().err
+
+
+def test_image_pca_embeddings_share_one_frame_across_steps():
+    """A latent space that shrinks 10x between snapshots must look 10x smaller, not be rescaled."""
+    from repae_lab.probes import image_pca_embeddings
+
+    gen = torch.Generator().manual_seed(0)
+    early = torch.randn(50, 4, 3, 3, generator=gen) * torch.linspace(0.2, 3, 36).view(1, 4, 3, 3)
+    late = 0.1 * early
+    a, b = image_pca_embeddings([early, late])
+    assert a.shape == b.shape == (50, 2)
+    assert np.allclose(b - b.mean(0), 0.1 * (a - a.mean(0)), atol=1e-9)
+    # the first axis carries the most variance of the two sets together
+    assert a[:, 0].var() >= a[:, 1].var()

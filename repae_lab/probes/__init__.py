@@ -32,6 +32,7 @@ from .pca import (
     explained_variance,
     fit_pca_basis,
     fit_pca_vectors,
+    image_pca_embeddings,
     pca_rgb,
     pixel_vectors,
     project,
@@ -54,8 +55,8 @@ __all__ = [
     "PROBE_DIR", "PCABasis", "ProbeError", "ProbeSettings", "RunProbes", "SnapshotProbes",
     "aligned_umap", "alignment_to", "channel_moments", "check_run", "cross_validated", "cknna", "compare_runs", "comparison_pca_basis",
     "default_table_dir", "effective_rank", "effective_rank_images", "effective_rank_pixels",
-    "encoder_target_features", "explained_variance", "fit_pca_basis", "fit_pca_vectors", "flat_latents", "high_frequency_share",
+    "encoder_target_features", "explained_variance", "fit_pca_basis", "fit_pca_vectors", "image_pca_embeddings", "flat_latents", "high_frequency_share",
     "knn_accuracy", "latent_statistics", "linear_probe_accuracy", "load_probes", "mutual_knn", "neighbours",
     "pca_rgb", "per_image", "pixel_vectors", "probe_run", "probe_snapshot", "project", "sample_pixel_vectors", "snapshot_features",
-    "spatial_variance", "stratified_split", "total_variation", "trajectory_steps", "umap_embedding", "write_table",
+    "spatial_variance", "stratified_folds", "stratified_split", "summary_table", "total_variation", "trajectory_steps", "umap_embedding", "write_table",
 ]

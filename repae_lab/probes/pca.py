@@ -143,3 +143,20 @@ def explained_variance(latents, n_components: int = N_COLOURS) -> list[float]:
         m = min(n_components, len(eig))
         out[:m] = eig[:m] / total
     return out.tolist()
+
+
+def image_pca_embeddings(latent_sets, n_components: int = 2) -> list[np.ndarray]:
+    """2-D maps of whole latents (one point per image) for several snapshots, all in ONE basis fitted on
+    every snapshot together: a fixed frame, so a latent space that shrinks, spreads or collapses over
+    training is seen to do so (a basis per step would rescale each picture on its own).
+
+    latent_sets: [(N, C, h, w), ...] -> [(N, n_components), ...]."""
+    flats = [torch.as_tensor(z).detach().double().flatten(1).numpy() for z in latent_sets]
+    stacked = np.concatenate(flats)
+    mean = stacked.mean(axis=0)
+    # SVD of the centred data: rows are images (hundreds), so this is cheap even for 4096-dim latents
+    _, _, vt = np.linalg.svd(stacked - mean, full_matrices=False)
+    components = np.zeros((n_components, stacked.shape[1]))
+    k = min(n_components, len(vt))
+    components[:k] = _sign_convention(vt[:k])
+    return [(f - mean) @ components.T for f in flats]

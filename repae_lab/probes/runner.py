@@ -181,13 +181,6 @@ def _step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _read_tensors(path: Path, keys=None) -> tuple[dict[str, torch.Tensor], dict]:
     """Selected tensors of a safetensors file (all when keys is None), and its metadata; ({}, {}) if unreadable."""
     from safetensors import safe_open
@@ -257,7 +250,7 @@ def _probe_run(run: Path, settings: ProbeSettings, recompute: bool, log) -> None
 
     for step, path in snapshots:
         cache_key = {"settings": step_key, "snapshot": _fingerprint(path), "target": target_source}
-        cached = _read_json(out / f"{_step_name(step)}.json")
+        cached = rundir.read_json(out / f"{_step_name(step)}.json")
         if not recompute and cached is not None and cached.get("cache_key") == cache_key:
             continue
         t0 = time.perf_counter()
@@ -409,12 +402,12 @@ class RunProbes:
 def load_probes(run) -> RunProbes:
     """What RUN/probes/ holds now (nothing is computed; run probe_run first for missing steps)."""
     run = Path(run)
-    config = _read_json(run / "config.json") or {}
+    config = rundir.read_json(run / "config.json") or {}
     out = RunProbes(run=run, config=config)
     folder = run / PROBE_DIR
     if folder.is_dir():
         for path in sorted(folder.glob("step-*.json")):
-            record = _read_json(path)
+            record = rundir.read_json(path)
             if record is not None:
                 step = int(path.stem.split("-")[1])
                 out.scalars[step] = record["scalars"]
