@@ -30,6 +30,9 @@ def _train(args) -> int:
         summary = train(cfg, out, progress=not args.quiet)
     if summary:                       # under torchrun only rank 0 has one
         print(format_summary(summary))
+    from .distributed import shutdown
+
+    shutdown()
     return 0
 
 

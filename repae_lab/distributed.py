@@ -102,6 +102,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown() -> None:
+    """Leave the process group cleanly at the end of a successful run: a barrier first, so that no rank
+    tears gloo / NCCL down while another is still inside a collective (which can abort the process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def broadcast_object(obj):
     if not is_distributed():
         return obj

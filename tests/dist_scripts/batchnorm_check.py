@@ -34,4 +34,7 @@ if rank() == 0:
         "grad": (grad - x_full.grad).abs().max().item(),
         "grad_scale": x_full.grad.abs().max().item(),
     }, open(sys.argv[1], "w"))
+# every rank is done with its collectives before any tears the group down: without this, a rank that is
+# still inside gloo when the other one exits can abort ("terminate called without an active exception")
+dist.barrier()
 dist.destroy_process_group()
