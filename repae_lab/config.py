@@ -36,6 +36,9 @@ class Config:
     num_workers: int = 0               # DataLoader workers; in-memory datasets need none
     # models
     vae: str = "workshop-16"           # a VAE_CONFIGS name (fresh random VAE) or a diffusers folder / hub id
+    vae_pretrain_steps: int = 0        # a VAE_CONFIGS VAE is first pretrained this many steps (L1 + KL) on the
+                                       # dataset and cached, as the paper's recipes start from a pretrained VAE;
+                                       # 0 = start from random weights. Ignored for a VAE loaded from a folder.
     sit_size: str = "W"                # a SIT_SIZES name
     patch_size: int = 2
     alignment_depth: int = 2           # REPA reads the SiT hidden state after this many blocks
@@ -110,7 +113,7 @@ class Config:
     snapshot_t: tuple[float, ...] = (0.25, 0.5, 0.75)  # noise levels at which SiT tokens are snapshot
     latent_stats_batches: int = 8      # batches used to estimate the starting VAE's latent statistics
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    cache_dir: str | None = None       # where trained workshop encoders are cached (default ~/.cache/repae_lab)
+    cache_dir: str | None = None       # where the workshop encoders and VAEs are cached (default ~/.cache/repae_lab)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,14 +143,14 @@ _PAPER_COMMON: dict[str, Any] = dict(
 PRESETS: dict[str, dict[str, Any]] = {
     # digits at 16x16 -> 4x8x8 latent -> 16 tokens with patch 2
     "workshop": dict(
-        dataset="digits", resolution=16, vae="workshop-16", sit_size="W-tiny", patch_size=2,
+        dataset="digits", resolution=16, vae="workshop-16", vae_pretrain_steps=300, sit_size="W-tiny", patch_size=2,
         alignment_depth=2, projector_dim=256, disc_layers=2, disc_ndf=32,
         steps=500, batch_size=32, ema_decay=0.99, log_every=10, snapshot_every=100,
         checkpoint_every=250, probe_size=200, eval_every=250,
     ),
     # Fashion-MNIST at 32x32 -> 4x8x8 latent -> 16 tokens with patch 2
     "workshop-fashion": dict(
-        dataset="fashion-mnist", resolution=32, vae="workshop-32", sit_size="W", patch_size=2,
+        dataset="fashion-mnist", resolution=32, vae="workshop-32", vae_pretrain_steps=300, sit_size="W", patch_size=2,
         alignment_depth=2, projector_dim=256, disc_layers=3, disc_ndf=32,
         steps=2000, batch_size=32, ema_decay=0.999, log_every=10, snapshot_every=250,
         checkpoint_every=500, probe_size=500, eval_every=500,
@@ -248,7 +251,7 @@ def _check_ranges(cfg: Config) -> None:
          "changes its latents every step.")
     for key in ("steps", "batch_size", "grad_accumulation", "resolution", "patch_size", "alignment_depth", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches", "encoder_steps"):
         need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}.")
-    for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start"):
+    for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start", "vae_pretrain_steps"):
         need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")
     need(cfg.alarm_policy in ("warn", "stop", "rollback"), f"alarm_policy must be warn, stop or rollback, got '{cfg.alarm_policy}'.")
     need(0 < cfg.rollback_lr_factor <= 1, f"rollback_lr_factor must be in (0, 1], got {cfg.rollback_lr_factor}.")

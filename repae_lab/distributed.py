@@ -102,6 +102,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def main_rank_first(make):
+    """Call `make()` on rank 0 first and on the other ranks after it: for work that fills an on-disk cache
+    (a trained workshop encoder or VAE), which the other ranks then read instead of redoing. Returns this
+    rank's result."""
+    result = None
+    for turn in ("main", "others"):
+        if (turn == "main") == is_main():
+            result = make()
+        barrier()
+    return result
+
+
 def shutdown() -> None:
     """Leave the process group cleanly at the end of a successful run: a barrier first, so that no rank
     tears gloo / NCCL down while another is still inside a collective (which can abort the process)."""

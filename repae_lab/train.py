@@ -26,7 +26,9 @@ from .data import DatasetError, class_balanced_indices, load_dataset
 from .models.discriminator import PatchDiscriminator
 from .models.sit import SiT, sit_config
 from .models.target_encoders import build_target_encoder
-from .models.vae import downsample_factor, encode, latent_channels, latent_stats_from_config, vae_from_spec
+from .models.vae import (VAE_CONFIGS, downsample_factor, encode, latent_channels, latent_stats_from_config,
+                         vae_from_spec)
+from .models.workshop_vae import pretrained_workshop_vae
 from .losses import build_perceptual
 from .recipes import routing, to_device, train_step
 from .alarms import AlarmMonitor
@@ -206,21 +208,24 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     # each module is initialised from its own seed, so its weights do not depend on what ran before
     # (e.g. whether the workshop encoder was trained in this process or loaded from the cache)
     torch.manual_seed(cfg.seed + 1)
+    pretrain = vae is None and cfg.vae in VAE_CONFIGS and cfg.vae_pretrain_steps > 0
     vae = vae if vae is not None else vae_from_spec(cfg.vae, in_channels=dataset.channels)
     if vae.config.in_channels != dataset.channels:
         raise RunError(f"the VAE takes {vae.config.in_channels}-channel images but '{cfg.dataset}' has "
                        f"{dataset.channels}; pick a VAE config for {dataset.channels} channels.")
+    _, grid = token_grid(cfg, vae)          # shape errors surface before anything is trained
+    if pretrain:
+        vae = dist.main_rank_first(lambda: pretrained_workshop_vae(
+            cfg.vae, dataset, steps=cfg.vae_pretrain_steps, seed=cfg.seed, kl_weight=cfg.kl_weight,
+            cache_dir=cfg.cache_dir, progress=progress and dist.is_main()))
     vae = vae.to(device)
-    _, grid = token_grid(cfg, vae)
     route = routing(cfg)
 
     target = None
     if route.uses_repa or cfg.perceptual in ("auto", "workshop") or cfg.target_encoder == "workshop":
         # rank 0 trains (or downloads) the encoder first; the others then read its cache
-        for turn in ("main", "others"):
-            if (turn == "main") == dist.is_main():
-                target = build_target_encoder(cfg, dataset, grid=grid, progress=progress and dist.is_main()).to(device)
-            dist.barrier()
+        target = dist.main_rank_first(
+            lambda: build_target_encoder(cfg, dataset, grid=grid, progress=progress and dist.is_main())).to(device)
     torch.manual_seed(cfg.seed + 2)
     sit = dist.globalize_batchnorm(new_sit(cfg, vae, dataset.num_classes, target.embed_dim if target is not None else 768))
     sit = sit.to(device)

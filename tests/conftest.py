@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # fail fast on any hub access: te
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small enough that every recipe runs a few steps in about a second on a 2-core CPU.
-TINY = dict(steps=3, batch_size=8, sit_size="W-tiny", projector_dim=64, alignment_depth=2,
+TINY = dict(steps=3, batch_size=8, vae_pretrain_steps=20, sit_size="W-tiny", projector_dim=64, alignment_depth=2,
             encoder_steps=30, probe_size=20, snapshot_recons=4, latent_stats_batches=1,
             log_every=1, snapshot_every=0, checkpoint_every=0, ema_decay=0.9, eval_every=0)
 
