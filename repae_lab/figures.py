@@ -100,18 +100,20 @@ def class_colours(labels: np.ndarray) -> list[str]:
     return [CLASS_COLOURS[int(c) % len(CLASS_COLOURS)] for c in labels]
 
 
-def embedding_trace(points: np.ndarray, labels: np.ndarray | None, name: str = "") -> go.Scattergl:
-    """A 2-D embedding as points coloured by class; hover names the probe image and its class."""
-    n = len(points)
+def embedding_trace(points: np.ndarray | None, labels: np.ndarray | None, name: str = "") -> go.Scattergl:
+    """A 2-D embedding as points coloured by class; hover names the probe image and its class.
+    points=None: no points yet (coloured and labelled for len(labels) of them, to be filled in later)."""
+    n = len(points) if points is not None else len(labels) if labels is not None else 0
     labels = np.zeros(n, dtype=int) if labels is None else np.asarray(labels)
-    return go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name=name, showlegend=False,
+    xs, ys = (points[:, 0], points[:, 1]) if points is not None else ([], [])
+    return go.Scattergl(x=xs, y=ys, mode="markers", name=name, showlegend=False,
                         marker=dict(size=6, color=class_colours(labels), line=dict(width=0)),
                         customdata=np.stack([np.arange(n), labels], axis=1),
                         hovertemplate="image %{customdata[0]}, class %{customdata[1]}<extra></extra>")
 
 
 def embedding_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], title: str = "") -> go.Figure:
-    """Side-by-side 2-D embeddings: panels = [(title, points (N, 2), labels (N,)), ...]."""
+    """Side-by-side 2-D embeddings: panels = [(title, points (N, 2) or None for none yet, labels (N,)), ...]."""
     fig = make_subplots(rows=1, cols=max(1, len(panels)), subplot_titles=[t for t, _, _ in panels] or [""])
     for i, (name, points, labels) in enumerate(panels):
         fig.add_trace(embedding_trace(points, labels, name), row=1, col=i + 1)

@@ -214,17 +214,14 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """EMA of parameters and of the BatchNorm running statistics (these become the E2E-VAE's latent stats).
     One multi-tensor lerp over all parameters: SiT-XL has about 700 of them, and a kernel per tensor would
     cost more launch time than the arithmetic."""
-    targets = list(ema.parameters())
-    sources = [p.detach() for p in model.parameters()]
-    floats = [(e, b) for e, b in zip(ema.buffers(), model.buffers()) if e.dtype.is_floating_point]
-    if floats:
-        targets += [e for e, _ in floats]
-        sources += [b for _, b in floats]
-    if targets:
-        torch._foreach_lerp_(targets, sources, 1.0 - decay)
+    pairs = list(zip(ema.parameters(), model.parameters()))
     for e, b in zip(ema.buffers(), model.buffers()):
-        if not e.dtype.is_floating_point:
-            e.copy_(b)
+        if e.dtype.is_floating_point:
+            pairs.append((e, b))
+        else:
+            e.copy_(b)                          # BatchNorm's num_batches_tracked
+    if pairs:
+        torch._foreach_lerp_([e for e, _ in pairs], [s.detach() for _, s in pairs], 1.0 - decay)
 
 
 def latent_statistics(z: torch.Tensor) -> dict[str, torch.Tensor]:

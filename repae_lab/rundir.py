@@ -212,12 +212,13 @@ def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted((int(p.stem.split("-")[1]), p) for p in root.glob("step-*.safetensors"))
 
 
-def load_snapshot(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_snapshot(path: Path, keys: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A snapshot's tensors (only `keys`, when given: the rest is never read from disk) and its info."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         info = json.loads((f.metadata() or {}).get("info", "{}"))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys() if keys is None or k in keys}
     return tensors, info
 
 

@@ -90,7 +90,7 @@ def snapshot_images(run: str | Path, step: int | None = None) -> dict[str, np.nd
     step = max(snapshots) if step is None else step
     if step not in snapshots:
         raise RunError(f"'{run}' has no snapshot at step {step}; it has {sorted(snapshots)}.")
-    tensors, _ = rundir.load_snapshot(snapshots[step])
+    tensors, _ = rundir.load_snapshot(snapshots[step], keys=("recons", "indices"))
     out: dict[str, np.ndarray] = {}
     if "recons" in tensors:
         recons = tensors["recons"]

@@ -13,7 +13,7 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
-from repae_lab.figures import class_colours, embedding_figure, image_panels, run_label, tile
+from repae_lab.figures import embedding_figure, image_panels, run_label, tile
 from repae_lab import rundir
 from repae_lab.probes import ProbeSettings, image_pca_embeddings, load_probes, probe_run
 from repae_lab.probes.runner import check_run
@@ -53,22 +53,23 @@ class RunData:
         self.embeddings = {s: probes.embeddings(s) for s in self.steps}
         self.aligned = probes.aligned_umap()
         self.rgb = {s: rgb[:images] for s in self.steps if (rgb := probes.pca_rgb(s)) is not None}
+        # the probe set is fixed, so every step has the same labels
+        self.labels = next((e["labels"] for e in self.embeddings.values() if "labels" in e), None)
         snapshots = [(s, p) for s, p in rundir.list_snapshots(run) if s in self.scalars]
-        latents = [rundir.load_snapshot(p)[0]["latents"] for _, p in snapshots]
+        latents = [rundir.load_snapshot(p, keys=("latents",))[0]["latents"] for _, p in snapshots]
         self.pca = dict(zip([s for s, _ in snapshots], image_pca_embeddings(latents))) if latents else {}
 
-    def points(self, view: str, step: int) -> tuple[np.ndarray | None, np.ndarray | None, int]:
-        """(points (N, 2) or None, labels, the step they belong to) for a view at slider value `step`."""
+    def points(self, view: str, step: int) -> tuple[np.ndarray | None, int]:
+        """(points (N, 2) or None, the step they belong to) for a view at slider value `step`."""
         kind, key = VIEWS[view]
-        labels_at = lambda s: self.embeddings.get(s, {}).get("labels")
         if kind in ("aligned", "pca"):
             frames = self.aligned if kind == "aligned" else self.pca
             if not frames:
-                return None, None, step
+                return None, step
             s = step_at(sorted(frames), step)
-            return frames[s], labels_at(s) if labels_at(s) is not None else labels_at(self.steps[0]), s
+            return frames[s], s
         s = step_at(self.steps, step)
-        return self.embeddings[s].get(key), labels_at(s), s
+        return self.embeddings[s].get(key), s
 
     def view_range(self, view: str) -> tuple[list[float], list[float]] | None:
         """Axis ranges that hold the view's points at every step, so that scrubbing shows motion, not zoom."""
@@ -113,8 +114,8 @@ class LatentExplorer:
         self.step = W.SelectionSlider(options=steps, value=steps[-1], description="step",
                                       continuous_update=True, layout=W.Layout(width="60%"))
         self.view = W.Dropdown(options=views, value=views[0], description="view", layout=W.Layout(width="40%"))
-        self.scatter = go.FigureWidget(embedding_figure(
-            [(r.label, *r.points(views[0], steps[-1])[:2]) for r in self.runs]))
+        # traces start empty (a run may lack the first view) and show() fills them; colours never change
+        self.scatter = go.FigureWidget(embedding_figure([(r.label, None, r.labels) for r in self.runs]))
         self.maps = go.FigureWidget(image_panels(
             [(r.label, r.rgb[step_at(list(r.rgb), steps[-1])]) for r in self.runs if r.rgb], cols=8,
             title="PCA-RGB of the latents (first 3 principal components as colour)"))
@@ -137,15 +138,13 @@ class LatentExplorer:
         shown = []
         with self.scatter.batch_update():
             for i, run in enumerate(self.runs):
-                points, labels, s = run.points(view, step)
+                points, s = run.points(view, step)
                 shown.append(s)
                 trace = self.scatter.data[i]
                 if points is None:
                     trace.x, trace.y = [], []
                     continue
                 trace.x, trace.y = points[:, 0], points[:, 1]
-                if labels is not None:
-                    trace.marker.color = class_colours(labels)
                 if rescale and (ranges := run.view_range(view)) is not None:
                     axis = "" if i == 0 else str(i + 1)
                     self.scatter.layout[f"xaxis{axis}"].range = ranges[0]

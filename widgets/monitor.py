@@ -10,7 +10,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from repae_lab import rundir
-from repae_lab.figures import metric_series, training_curves
+from repae_lab.figures import training_curves
 
 
 class TrainingMonitor:
@@ -49,9 +49,8 @@ class TrainingMonitor:
                     self.figure.add_trace(trace)
         else:
             with self.figure.batch_update():
-                for trace in self.figure.data:
-                    steps, values = metric_series(trace.legendgroup, trace.meta)
-                    trace.x, trace.y = steps, values
+                for trace, new in zip(self.figure.data, fresh.data):
+                    trace.x, trace.y = new.x, new.y
         self.status.value = " &nbsp; ".join(self._progress(r) for r in self.runs)
 
     @staticmethod

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .features import flat_latents
+
 N_COLOURS = 3
 DEFAULT_PERCENTILES = (1.0, 99.0)   # robust colour range: a handful of extreme pixels should not wash out the rest
 MAX_FIT_VECTORS = 200_000           # per-pixel vectors used to fit; beyond this a fixed subsample is as good
@@ -151,7 +153,7 @@ def image_pca_embeddings(latent_sets, n_components: int = 2) -> list[np.ndarray]
     training is seen to do so (a basis per step would rescale each picture on its own).
 
     latent_sets: [(N, C, h, w), ...] -> [(N, n_components), ...]."""
-    flats = [torch.as_tensor(z).detach().double().flatten(1).numpy() for z in latent_sets]
+    flats = [flat_latents(z).astype(np.float64) for z in latent_sets]
     stacked = np.concatenate(flats)
     mean = stacked.mean(axis=0)
     # SVD of the centred data: rows are images (hundreds), so this is cheap even for 4096-dim latents
