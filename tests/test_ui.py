@@ -210,3 +210,26 @@ def test_notebooks_run_under_papermill(tmp_path, encoder_cache):
                         "overrides": {k: v for k, v in overrides.items() if k != "steps"}, "umap": False}, tmp_path)
     assert sorted(os.listdir(tmp_path)).count("ws-repa-e-3") == 1
     assert _figures(outputs) == 4
+
+
+def test_latent_explorer_shows_runs_that_lack_a_view(ui_runs, monkeypatch):
+    """One run with an AlignedUMAP and one without: the view is offered, and the run without it is empty."""
+    from repae_lab.probes import load_probes
+    from widgets import explorer as ex
+
+    original = ex.RunData.__init__
+
+    def with_aligned_for_the_first_run(self, run, **kwargs):
+        original(self, run, **kwargs)
+        if run == ui_runs[0]:
+            n = len(next(iter(self.embeddings.values()))["labels"])
+            self.aligned = {s: np.full((n, 2), float(s)) for s in self.steps}
+
+    monkeypatch.setattr(ex.RunData, "__init__", with_aligned_for_the_first_run)
+    explorer = ex.LatentExplorer(ui_runs, settings=NO_UMAP)
+    assert explorer.view.value.startswith("AlignedUMAP")
+    n = len(load_probes(ui_runs[1]).embeddings(6)["labels"])
+    assert list(explorer.scatter.data[0].x) == [6.0] * n
+    assert len(explorer.scatter.data[1].x) == 0
+    explorer.show(view="PCA of the latents (one frame for all steps)")
+    assert len(explorer.scatter.data[1].x) == n
