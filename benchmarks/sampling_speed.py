@@ -26,7 +26,7 @@ def workshop_models():
     torch.manual_seed(0)
     vae = build_vae("workshop-16", in_channels=1)
     sit = SiT(sit_config("W", input_size=8, patch_size=2, in_channels=4, num_classes=10, z_dims=(128,),
-                         projector_dim=256, encoder_depth=2))
+                         projector_dim=256, alignment_depth=2))
     return sit.eval(), vae.eval(), 10
 
 
@@ -43,10 +43,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.run:
-        from repae_lab.train import load_run
+        from repae_lab.models.from_run import load_for_sampling
 
-        state = load_run(args.run)
-        sit, vae, classes, device = state.ema, state.vae, state.dataset.num_classes, state.device
+        loaded = load_for_sampling(args.run)
+        sit, vae, classes, device = loaded.ema, loaded.vae, loaded.num_classes, loaded.device
     else:
         sit, vae, classes = workshop_models()
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -46,13 +46,15 @@ try:
     import timm
     import diffusers  # noqa: F401  (the VAE is diffusers' AutoencoderKL)
     from repae_lab.config import resolve_config
-    from repae_lab.flops import STEP_KINDS, state_component_flops, step_flops
+    from repae_lab.training.flops import STEP_KINDS, state_component_flops, step_flops
     from repae_lab.models.discriminator import PatchDiscriminator
     from repae_lab.models.target_encoders import DinoV2Target
     from repae_lab.models.vae import build_vae
-    from repae_lab.recipes import routing, sit_update, train_step, update_ema
-    from repae_lab.train import (TrainState, apply_speed_switches, build_state, ema_copy, make_optimizers, new_sit,
-                                 token_grid)
+    from repae_lab.config import routing
+    from repae_lab.training.networks import apply_speed_switches, ema_copy, new_sit, token_grid
+    from repae_lab.training.optim import make_optimizers, read_metrics, update_ema
+    from repae_lab.training.state import Networks, TrainState, build_state
+    from repae_lab.training.step import StepDraws, sit_update, train_step
 except ImportError as err:
     sys.exit(f"benchmarks/throughput.py cannot import '{err.name}' ({err}). It needs torch, timm, "
              f"diffusers and the repae_lab dependencies (pyproject.toml). On an offline GPU host install the "
@@ -218,11 +220,12 @@ def paper_state(cfg, device: torch.device, vae_arch: str) -> TrainState:
         channels = sit.cfg.in_channels
         sit.init_latent_stats(torch.zeros(channels), torch.ones(channels))
         ema = ema_copy(sit)
-    optimizers, scaler = make_optimizers(cfg, sit, vae, disc, device)
-    compiled = apply_speed_switches(cfg, sit, (vae, disc, perceptual))
-    return TrainState(cfg=cfg, device=device, dataset=None, vae=vae, sit=sit, ema=ema, discriminator=disc,
-                      target_encoder=target if route.uses_repa else None, perceptual=perceptual,
-                      optimizers=optimizers, scaler=scaler, sit_forward=compiled)
+    optimizers = make_optimizers(cfg, route, sit, vae, disc, device)
+    forward = apply_speed_switches(cfg, sit, (vae, disc, perceptual))
+    nets = Networks(vae=vae, sit=sit, ema=ema, discriminator=disc, target_encoder=target if route.uses_repa else None,
+                    perceptual=perceptual)
+    return TrainState(cfg=cfg, route=route, device=device, dataset=None, nets=nets, optimizers=optimizers,
+                      sit_forward=forward)
 
 
 def make_state(size: str, kind: str, device: torch.device, precision: str, batch: int, overrides: dict) -> TrainState:
@@ -261,11 +264,11 @@ def _scratch_dir() -> str:
 def synthetic_batch(state: TrainState, batch: int):
     """Images in [-1, 1] and labels, on the device; for repa-cached also latents and target features."""
     cfg, device = state.cfg, state.device
-    channels = int(state.vae.config.in_channels)
+    channels = int(state.nets.vae.config.in_channels)
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, channels, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1).to(device)
-    y = torch.randint(0, state.sit.cfg.num_classes, (batch,), generator=gen).to(device)
-    s = state.sit.cfg
+    y = torch.randint(0, state.nets.sit.cfg.num_classes, (batch,), generator=gen).to(device)
+    s = state.nets.sit.cfg
     # cached posterior (mean, std) per image, as cache_latents.py stores them, and cached target tokens
     mean = torch.randn(batch, s.in_channels, s.input_size, s.input_size, generator=gen).to(device)
     std = torch.full_like(mean, 0.1)
@@ -275,19 +278,16 @@ def synthetic_batch(state: TrainState, batch: int):
 
 def cached_repa_step(state: TrainState, y, cache, generator: torch.Generator) -> dict[str, float]:
     """The repa recipe's SiT update alone, on cached latents and target features: the tail of
-    recipes.train_step (t, noise and label-dropout draws from the step's generator, the same update, scaler
-    and EMA), with a fresh posterior sample from the cached mean and std each step (REPAE_FACTS section 6)."""
+    training.step.train_step (the step's draws from its generator, the same update, scaler and EMA), with a
+    fresh posterior sample from the cached mean and std each step (REPAE_FACTS section 6)."""
     mean, std, targets = cache
-    n, device = len(mean), mean.device
-    z = mean + std * torch.randn_like(mean)
-    t = torch.rand(n, generator=generator).to(device)
-    noise = torch.randn(mean.shape, generator=generator).to(device)
-    drop = torch.rand(n, generator=generator).to(device) < state.cfg.class_dropout_prob
-    metrics = sit_update(state, z, y, t, noise, [targets], routing(state.cfg), drop_labels=drop)
-    if state.scaler is not None:
-        state.scaler.update()
-    update_ema(state.ema, state.sit, state.cfg.ema_decay)
-    return metrics
+    draws = StepDraws.draw(mean.shape[1:], len(mean), generator, mean.device, state.cfg.class_dropout_prob)
+    z = mean + std * draws.eps
+    metrics = sit_update(state, z, y, draws, [targets])
+    if state.optimizers.scaler is not None:
+        state.optimizers.scaler.update()
+    update_ema(state.nets.ema, state.nets.sit, state.cfg.ema_decay)
+    return read_metrics(metrics)
 
 
 def _sync(device: torch.device) -> None:

@@ -12,8 +12,9 @@ import warnings
 import pytest
 import torch
 
-from repae_lab.recipes import train_step
-from repae_lab.train import batch_indices, build_state, step_generator
+from repae_lab.training.step import train_step
+from repae_lab.training.batches import batch_indices, step_generator
+from repae_lab.training.state import build_state
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -29,13 +30,13 @@ def _batch(state, step=0):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_every_recipe_runs_on_the_gpu(tiny_config, recipe, precision):
     state = build_state(tiny_config(recipe, device="cuda", mixed_precision=precision), progress=False)
-    assert all(p.is_cuda for p in state.sit.parameters()) and all(p.is_cuda for p in state.vae.parameters())
+    assert all(p.is_cuda for p in state.nets.sit.parameters()) and all(p.is_cuda for p in state.nets.vae.parameters())
     for step in range(3):
         x, y = _batch(state, step)
         metrics = train_step(state, x, y, step_generator(0, step))
         state.step += 1
         assert all(math.isfinite(v) for v in metrics.values()), metrics
-    assert all(opt.defaults.get("fused") for opt in state.optimizers.values())
+    assert all(opt.defaults.get("fused") for opt in state.optimizers.named().values())
 
 
 @pytest.mark.parametrize("recipe", ["repa", "repa-e"])

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from repae_lab import data
+from repae_lab.data import loaders as data
 from repae_lab.data import (DATASETS, DatasetError, ImageDataset, center_crop_adm,
                             class_balanced_indices, load_dataset)
 

@@ -11,7 +11,7 @@ import pytest
 
 from repae_lab import rundir
 from repae_lab.config import resolve_config
-from repae_lab.train import train
+from repae_lab.app.launch import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -56,7 +56,7 @@ def runs(tmp_path_factory, encoder_cache):
     train(resolve_config("workshop", recipe="repa-e", overrides={**overrides, "steps": 6}), root / "one",
           progress=False)
     sets = [f"{k}={v}" for k, v in overrides.items()]
-    _torchrun(["-m", "repae_lab.cli", "train", "--preset", "workshop", "--recipe", "repa-e", "--out",
+    _torchrun(["-m", "repae_lab", "train", "--preset", "workshop", "--recipe", "repa-e", "--out",
                str(root / "two"), "--quiet", "--set", *sets], root)
     return root
 
@@ -95,7 +95,7 @@ def test_accelerate_launch_gives_the_losses_of_one_process(runs, encoder_cache):
     launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu",
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
               "--main_process_port", str(_free_port())]
-    proc = subprocess.run(launch + ["-m", "repae_lab.cli", "train", "--preset", "workshop", "--recipe", "repa-e",
+    proc = subprocess.run(launch + ["-m", "repae_lab", "train", "--preset", "workshop", "--recipe", "repa-e",
                                     "--out", str(run), "--quiet", "--set", *[f"{k}={v}" for k, v in overrides.items()]],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -15,9 +15,10 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from repae_lab.config import resolve_config
-from repae_lab.flops import (ComponentFlops, STEP_KINDS, attention_flops, component_flops, conv2d_flops,
+from repae_lab.training.flops import (ComponentFlops, STEP_KINDS, attention_flops, component_flops, conv2d_flops,
                              forward_flops, linear_flops, sit_flops, state_component_flops, step_flops)
-from repae_lab.models.sit import SiT, count_flops, sit_config
+from repae_lab.models.sit import SiT, sit_config
+from repae_lab.training.flops import count_flops
 
 META = torch.device("meta")
 
@@ -52,7 +53,7 @@ def test_counting_leaves_the_module_untouched():
 def test_dinov2_b_matches_vit_hand_count():
     timm = pytest.importorskip("timm")
     from repae_lab.models.target_encoders import DinoV2Target
-    from repae_lab.flops import target_encoder_flops
+    from repae_lab.training.flops import target_encoder_flops
 
     with META:
         vit = timm.create_model("vit_base_patch14_dinov2.lvd142m", pretrained=False, img_size=224, num_classes=0)
@@ -70,11 +71,11 @@ def test_sit_counts_agree_with_count_flops_and_the_module(size, patch, latent, c
     x = torch.empty(1, channels, latent, latent, device=META)
     t, y = torch.empty(1, device=META), torch.zeros(1, dtype=torch.long, device=META)
     assert sit_flops(cfg) == count_flops(cfg, batch=1, include_projectors=True) == forward_flops(sit, x, t, y)
-    truncated = forward_flops(sit, x, t, y, fn=lambda m, *a: m(*a, stop_at_depth=cfg.encoder_depth))
+    truncated = forward_flops(sit, x, t, y, fn=lambda m, *a: m(*a, stop_at_depth=cfg.alignment_depth))
     assert sit_flops(cfg, truncated=True) == truncated
     comp = component_flops(cfg, resolution=8 * latent, image_channels=3)
     assert comp.sit + comp.sit_projectors == count_flops(cfg)
-    assert comp.sit_truncated < comp.sit * cfg.encoder_depth / cfg.depth * 1.01
+    assert comp.sit_truncated < comp.sit * cfg.alignment_depth / cfg.depth * 1.01
 
 
 def test_xl2_sd_vae_components_are_the_known_sizes():
@@ -142,8 +143,8 @@ def test_other_recipes_and_switches():
 def test_analytic_step_matches_a_counted_real_step(tiny_config, one_thread):
     """Count every matmul / conv a real repa-e workshop step dispatches, forward and backward. The analytic sum
     may only be slightly higher: it prices the first layer's unneeded input gradient and ignores nothing else."""
-    from repae_lab.recipes import train_step
-    from repae_lab.train import build_state
+    from repae_lab.training.step import train_step
+    from repae_lab.training.state import build_state
 
     cfg = tiny_config("repa-e", device="cpu", encoder_steps=1)
     state = build_state(cfg, progress=False)

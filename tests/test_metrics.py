@@ -9,7 +9,8 @@ import torch
 
 from repae_lab.metrics.feature_spaces import (EvaluatorConfig, EvaluatorNet, FeatureSpaceError, WorkshopSpace,
                                               build_feature_space, dinov2_space, extract_features, inception_space,
-                                              state_fingerprint, workshop_evaluator_for)
+                                              workshop_evaluator_for)
+from repae_lab.metrics.space import state_fingerprint
 from repae_lab.metrics.frechet import frechet_distance, frechet_distance_features, gaussian_stats
 from repae_lab.metrics.inception_score import inception_score
 from repae_lab.metrics.precision_recall import knn_radii, precision_recall
@@ -147,7 +148,7 @@ def test_workshop_evaluator_trains_caches_and_reloads(tmp_path):
     assert stats["train_accuracy"] > 0.9
     files = list((tmp_path / "evaluators").glob("*.safetensors"))
     assert len(files) == 1
-    with mock.patch("repae_lab.metrics.feature_spaces.train_evaluator", side_effect=AssertionError("retrained")):
+    with mock.patch("repae_lab.metrics.workshop_evaluator.train_evaluator", side_effect=AssertionError("retrained")):
         again, stats_again = workshop_evaluator_for(data, cache_dir=tmp_path, steps=30, widths=(8, 16), progress=False)
     assert state_fingerprint(again) == state_fingerprint(net) and stats_again == stats
     space = WorkshopSpace(again, stats)
@@ -235,14 +236,14 @@ def test_dinov2_space_with_random_weights_gives_cls_features():
 @pytest.fixture
 def quick_evaluator(monkeypatch):
     """Train the workshop evaluator for a few steps only: these tests check plumbing, not its accuracy."""
-    import repae_lab.metrics.feature_spaces as fs
+    import repae_lab.metrics.workshop_evaluator as we
 
-    monkeypatch.setattr(fs, "EVALUATOR_STEPS", 10)
+    monkeypatch.setattr(we, "EVALUATOR_STEPS", 10)
 
 
 @pytest.fixture
 def tiny_run(tmp_path, tiny_config, quick_evaluator):
-    from repae_lab.train import train
+    from repae_lab.app.launch import train
 
     run = tmp_path / "run"
     train(tiny_config("repa-e", steps=2), run, progress=False)
@@ -252,7 +253,7 @@ def tiny_run(tmp_path, tiny_config, quick_evaluator):
 @pytest.mark.slow
 def test_cli_sample_and_eval_write_files_and_log_the_protocol(tiny_run, tmp_path, capsys):
     from repae_lab import rundir
-    from repae_lab.cli import main
+    from repae_lab.app.cli import main
 
     out = tmp_path / "samples" / "s.npz"
     assert main(["sample", str(tiny_run), "--n", "12", "--out", str(out), "--sampler", "heun", "--steps", "3",
@@ -278,28 +279,25 @@ def test_cli_sample_and_eval_write_files_and_log_the_protocol(tiny_run, tmp_path
 
 
 @pytest.mark.slow
-def test_evaluate_during_training_leaves_the_training_state_alone(tiny_config, quick_evaluator, tmp_path,
-                                                                  monkeypatch):
-    import repae_lab.evaluate as ev
-    from repae_lab.config import FIELD_NAMES
-    from repae_lab.train import build_state
+def test_evaluate_during_training_leaves_the_training_state_alone(tiny_config, quick_evaluator, tmp_path):
+    import repae_lab.evaluation as ev
+    from repae_lab.training.state import build_state
 
-    small = dict(eval_n=16, eval_steps=2)
-    monkeypatch.setattr(ev, "TRAINING_EVAL_DEFAULTS", {**ev.TRAINING_EVAL_DEFAULTS, **small})
-    state = build_state(tiny_config("repa-e", **{k: v for k, v in small.items() if k in FIELD_NAMES}), progress=False)
-    state.vae.train()
-    before = {name: {k: v.clone() for k, v in getattr(state, name).state_dict().items()}
+    state = build_state(tiny_config("repa-e", eval_n=16, eval_steps=2), progress=False)
+    state.nets.vae.train()
+    state.step = 40
+    before = {name: {k: v.clone() for k, v in getattr(state.nets, name).state_dict().items()}
               for name in ("sit", "ema", "vae")}
     rng = torch.get_rng_state()
-    state.extra["run_dir"] = tmp_path
-    record = ev.evaluate_during_training(state, 40)
+    evaluate = ev.TrainingEvaluator()
+    record = evaluate(state, tmp_path)
     assert record["step"] == 40 and record["kind"] == "eval" and math.isfinite(record["eval/fd_workshop"])
     assert record["protocol"]["during_training"] and record["protocol"]["n"] == 16
     for name, sd in before.items():
-        for k, v in getattr(state, name).state_dict().items():
+        for k, v in getattr(state.nets, name).state_dict().items():
             assert torch.equal(v, sd[k]), f"{name}.{k} changed"
-    assert state.vae.training, "the VAE must be back in training mode"
+    assert state.nets.vae.training, "the VAE must be back in training mode"
     assert torch.equal(torch.get_rng_state(), rng), "the global RNG must not move"
     assert (tmp_path / "eval" / "step-00000040-heun2-cfg1-n16.png").is_file()
-    again = ev.evaluate_during_training(state, 40)                      # same protocol, same figures
+    again = evaluate(state, tmp_path)                      # same protocol, same figures
     assert again["eval/fd_workshop"] == record["eval/fd_workshop"]

@@ -7,10 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from repae_lab.losses import sample_time
-from repae_lab.models.vae import decode, encode
-from repae_lab.recipes import routing, sit_update, train_step, vae_update
-from repae_lab.train import batch_indices, build_state, step_generator
+from repae_lab.config import routing
+from repae_lab.training.step import (StepDraws, encode_posterior_sample, latent_shape, sit_update, target_tokens,
+                                     train_step, vae_update)
+from repae_lab.training.batches import batch_indices, step_generator
+from repae_lab.training.state import build_state
 
 
 class RecordingOptimizer:
@@ -33,13 +34,9 @@ def _batch(state, step=0):
     return state.dataset.batch(batch_indices(len(state.dataset), cfg.batch_size, cfg.seed, step))
 
 
-def _vae_side_inputs(state, x, gen):
-    z, posterior = encode(state.vae, x, sample=True, generator=gen)
-    recon = decode(state.vae, z)
-    t = sample_time(len(x), generator=gen)
-    noise = torch.randn(z.shape, generator=gen)
-    targets = [state.target_encoder(x)] if state.target_encoder is not None else []
-    return z, posterior, recon, t, noise, targets
+def _draws_and_targets(state, x, gen):
+    draws = StepDraws.draw(latent_shape(state.nets.vae, x), len(x), gen, x.device, state.cfg.class_dropout_prob)
+    return draws, (target_tokens(state, x) if state.route.uses_repa else None)
 
 
 def _nonzero(grads) -> int:
@@ -54,63 +51,62 @@ def repae_state(tiny_config):
 def test_diffusion_loss_puts_zero_gradient_on_every_vae_parameter(repae_state):
     state = repae_state
     x, y = _batch(state)
-    gen = step_generator(0, 0)
-    z, _, _, t, noise, targets = _vae_side_inputs(state, x, gen)
+    draws, targets = _draws_and_targets(state, x, step_generator(0, 0))
+    z, _, _ = encode_posterior_sample(state, x, draws.eps, trains=True)
     assert z.requires_grad                      # z still carries the VAE's graph...
-    for p in state.vae.parameters():
+    for p in state.nets.vae.parameters():
         p.grad = None
-    sit_update(state, z, y, t, noise, targets, routing(state.cfg))
+    sit_update(state, z, y, draws, targets)
     # ...yet the SiT update leaves every VAE parameter without gradient
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in state.vae.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.sit.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in state.nets.vae.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.nets.sit.parameters())
 
 
 def test_repa_loss_reaches_the_vae_and_leaves_the_sit_alone(repae_state):
     state = repae_state
-    route = replace(routing(state.cfg), vae_reg=False)       # the REPA term alone
+    state.route = replace(state.route, vae_reg=False)       # the REPA term alone
     x, y = _batch(state)
-    gen = step_generator(0, 0)
-    z, posterior, recon, t, noise, targets = _vae_side_inputs(state, x, gen)
-    rec = RecordingOptimizer(state.vae.parameters())
-    state.optimizers["vae"] = rec
-    sit_before = {k: v.clone() for k, v in state.sit.state_dict().items()}
+    draws, targets = _draws_and_targets(state, x, step_generator(0, 0))
+    rec = RecordingOptimizer(state.nets.vae.parameters())
+    state.optimizers.vae = rec
+    sit_before = {k: v.clone() for k, v in state.nets.sit.state_dict().items()}
     modes = []
-    hook = state.sit.register_forward_pre_hook(lambda m, a: modes.append((m.training, m.bn.training)))
-    bn_hook = state.sit.bn.register_forward_pre_hook(lambda m, a: modes.append((m.training, m.training)))
+    hook = state.nets.sit.register_forward_pre_hook(lambda m, a: modes.append((m.training, m.bn.training)))
+    bn_hook = state.nets.sit.bn.register_forward_pre_hook(lambda m, a: modes.append((m.training, m.training)))
     try:
-        metrics = vae_update(state, x, y, z, posterior, recon, t, noise, targets, route)
+        _, _, metrics = vae_update(state, x, y, draws, targets)
     finally:
         hook.remove(), bn_hook.remove()
     assert "loss/repa_vae" in metrics and "loss/diffusion_vae" not in metrics
     assert _nonzero(rec.grads) > 0, "the REPA loss must put gradient on the VAE"
-    encoder_grads = [g for g, (n, _) in zip(rec.grads, state.vae.named_parameters()) if n.startswith("encoder.")]
+    encoder_grads = [g for g, (n, _) in zip(rec.grads, state.nets.vae.named_parameters()) if n.startswith("encoder.")]
     assert _nonzero(encoder_grads) > 0
     assert modes and all(mode == (False, False) for mode in modes), "the SiT must run in eval mode on the VAE side"
-    after = state.sit.state_dict()
+    after = state.nets.sit.state_dict()
     assert all(torch.equal(sit_before[k], after[k]) for k in sit_before), "the VAE update changed SiT weights or buffers"
-    assert all(p.grad is None for p in state.sit.parameters())
-    assert all(p.requires_grad for p in state.sit.parameters() if p is not state.sit.pos_embed)
+    assert all(p.grad is None for p in state.nets.sit.parameters())
+    assert all(p.requires_grad for p in state.nets.sit.parameters() if p is not state.nets.sit.pos_embed)
 
 
 def test_vae_update_restores_sit_mode_and_grad_flags(repae_state):
     state = repae_state
-    state.sit.train()
-    flags = [p.requires_grad for p in state.sit.parameters()]
+    state.nets.sit.train()
+    flags = [p.requires_grad for p in state.nets.sit.parameters()]
     x, y = _batch(state)
-    z, posterior, recon, t, noise, targets = _vae_side_inputs(state, x, step_generator(0, 0))
-    vae_update(state, x, y, z, posterior, recon, t, noise, targets, routing(state.cfg))
-    assert state.sit.training and [p.requires_grad for p in state.sit.parameters()] == flags
+    draws, targets = _draws_and_targets(state, x, step_generator(0, 0))
+    vae_update(state, x, y, draws, targets)
+    assert state.nets.sit.training and [p.requires_grad for p in state.nets.sit.parameters()] == flags
 
 
 def test_e2e_diffusion_lets_the_diffusion_loss_reach_the_vae(tiny_config):
     state = build_state(tiny_config("e2e-diffusion"), progress=False)
-    route = replace(routing(state.cfg), vae_reg=False)
-    assert route.vae_gets_diffusion and not route.vae_gets_repa
+    state.route = replace(state.route, vae_reg=False)
+    assert state.route.vae_gets_diffusion and not state.route.vae_gets_repa
     x, y = _batch(state)
-    z, posterior, recon, t, noise, targets = _vae_side_inputs(state, x, step_generator(0, 0))
-    rec = RecordingOptimizer(state.vae.parameters())
-    state.optimizers["vae"] = rec
-    metrics = vae_update(state, x, y, z, posterior, recon, t, noise, targets, route)
+    draws, targets = _draws_and_targets(state, x, step_generator(0, 0))
+    rec = RecordingOptimizer(state.nets.vae.parameters())
+    state.optimizers.vae = rec
+    _, _, metrics = vae_update(state, x, y, draws, targets)
     assert "loss/diffusion_vae" in metrics
     assert _nonzero(rec.grads) > 0
 
@@ -124,16 +120,16 @@ def test_no_stop_grad_ablation_routes_diffusion_into_the_vae(tiny_config):
 @pytest.mark.parametrize("recipe", ["vanilla", "repa"])
 def test_frozen_vae_recipes_leave_vae_bitwise_unchanged(tiny_config, recipe):
     state = build_state(tiny_config(recipe), progress=False)
-    before = {k: v.clone() for k, v in state.vae.state_dict().items()}
-    bn_before = state.sit.bn.running_mean.clone()
+    before = {k: v.clone() for k, v in state.nets.vae.state_dict().items()}
+    bn_before = state.nets.sit.bn.running_mean.clone()
     for step in range(2):
         x, y = _batch(state, step)
         train_step(state, x, y, step_generator(0, step))
         state.step += 1
-    assert all(torch.equal(before[k], v) for k, v in state.vae.state_dict().items())
-    assert "vae" not in state.optimizers
+    assert all(torch.equal(before[k], v) for k, v in state.nets.vae.state_dict().items())
+    assert state.optimizers.vae is None
     # the BatchNorm is a fixed normalisation when the VAE is frozen
-    assert torch.equal(bn_before, state.sit.bn.running_mean)
+    assert torch.equal(bn_before, state.nets.sit.bn.running_mean)
 
 
 RUNS = [("vanilla", {}), ("repa", {}), ("e2e-diffusion", {}), ("repa-e", {}),
@@ -144,8 +140,8 @@ RUNS = [("vanilla", {}), ("repa", {}), ("e2e-diffusion", {}), ("repa-e", {}),
 @pytest.mark.parametrize("recipe,switches", RUNS, ids=[f"{r}-{'-'.join(f'{k}={v}' for k, v in s.items()) or 'default'}" for r, s in RUNS])
 def test_each_recipe_and_ablation_runs_with_finite_losses(tiny_config, recipe, switches):
     state = build_state(tiny_config(recipe, **switches), progress=False)
-    vae_before = {k: v.clone() for k, v in state.vae.state_dict().items()}
-    bn_before = state.sit.bn.running_mean.clone()
+    vae_before = {k: v.clone() for k, v in state.nets.vae.state_dict().items()}
+    bn_before = state.nets.sit.bn.running_mean.clone()
     for step in range(3):
         x, y = _batch(state, step)
         metrics = train_step(state, x, y, step_generator(0, step))
@@ -153,23 +149,23 @@ def test_each_recipe_and_ablation_runs_with_finite_losses(tiny_config, recipe, s
         assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
     assert "loss/diffusion" in metrics
     assert ("loss/repa" in metrics) == (recipe in ("repa", "repa-e"))
-    vae_changed = any(not torch.equal(vae_before[k], v) for k, v in state.vae.state_dict().items())
+    vae_changed = any(not torch.equal(vae_before[k], v) for k, v in state.nets.vae.state_dict().items())
     assert vae_changed == (recipe in ("e2e-diffusion", "repa-e"))
     if switches.get("vae_reg") is False:
         assert "loss/l1" not in metrics and "loss/disc" not in metrics
     elif recipe in ("e2e-diffusion", "repa-e"):
         assert {"loss/l1", "loss/kl", "loss/perceptual", "loss/gan_g", "loss/disc"} <= set(metrics)
-    bn_moved = not torch.equal(bn_before, state.sit.bn.running_mean)
+    bn_moved = not torch.equal(bn_before, state.nets.sit.bn.running_mean)
     assert bn_moved == (recipe in ("e2e-diffusion", "repa-e") and switches.get("latent_norm", True))
 
 
 def test_ema_tracks_batchnorm_buffers(tiny_config):
     state = build_state(tiny_config("repa-e", ema_decay=0.5), progress=False)
-    ema_before = state.ema.bn.running_mean.clone()
+    ema_before = state.nets.ema.bn.running_mean.clone()
     x, y = _batch(state)
     train_step(state, x, y, step_generator(0, 0))
-    expected = 0.5 * ema_before + 0.5 * state.sit.bn.running_mean
-    assert torch.allclose(state.ema.bn.running_mean, expected, atol=1e-6)
+    expected = 0.5 * ema_before + 0.5 * state.nets.sit.bn.running_mean
+    assert torch.allclose(state.nets.ema.bn.running_mean, expected, atol=1e-6)
 
 
 def test_step_is_deterministic_for_a_seed(tiny_config):
@@ -202,13 +198,13 @@ def test_grad_accumulation_keeps_the_step_of_the_full_batch(tiny_config):
         state = build_state(tiny_config("repa", grad_accumulation=k), progress=False)
         x, y = _batch(state)
         train_step(state, x, y, step_generator(0, 0))
-        results.append(state.sit.state_dict())
+        results.append(state.nets.sit.state_dict())
     for key in results[0]:
         assert torch.allclose(results[0][key], results[1][key], atol=1e-6), key
 
 
 def test_cached_latents_give_the_same_run_as_encoding_each_step(tiny_config):
-    from repae_lab.train import encode_dataset
+    from repae_lab.training.networks import encode_dataset
     runs = []
     for cache in (False, True):
         state = build_state(tiny_config("repa", cache_latents=cache), progress=False)
@@ -225,7 +221,7 @@ def test_torch_compile_switch_runs(tiny_config):
     state = build_state(tiny_config("repa", compile=True), progress=False)
     x, y = _batch(state)
     metrics = train_step(state, x, y, step_generator(0, 0))
-    assert math.isfinite(metrics["loss/diffusion"]) and state.sit_forward is not None
+    assert math.isfinite(metrics["loss/diffusion"]) and state.sit_forward is not state.nets.sit
 
 
 class HostReads(torch.overrides.TorchFunctionMode):
@@ -255,18 +251,18 @@ def test_a_step_reads_the_device_back_once(tiny_config, recipe, switches):
 
 
 def test_ema_update_matches_the_per_tensor_formula(tiny_config):
-    from repae_lab.recipes import update_ema
+    from repae_lab.training.optim import update_ema
 
     state = build_state(tiny_config("repa-e"), progress=False)
     with torch.no_grad():
-        for p in state.sit.parameters():
+        for p in state.nets.sit.parameters():
             p.add_(torch.randn_like(p))
-        state.sit.bn.running_var.mul_(3.0)
-        state.sit.bn.num_batches_tracked.fill_(7)
-    before = {k: v.clone() for k, v in state.ema.state_dict().items()}
-    update_ema(state.ema, state.sit, 0.9)
-    model = state.sit.state_dict()
-    for key, after in state.ema.state_dict().items():
+        state.nets.sit.bn.running_var.mul_(3.0)
+        state.nets.sit.bn.num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in state.nets.ema.state_dict().items()}
+    update_ema(state.nets.ema, state.nets.sit, 0.9)
+    model = state.nets.sit.state_dict()
+    for key, after in state.nets.ema.state_dict().items():
         if after.dtype.is_floating_point:
             assert torch.allclose(after, 0.9 * before[key] + 0.1 * model[key], atol=1e-6), key
         else:
@@ -275,6 +271,6 @@ def test_ema_update_matches_the_per_tensor_formula(tiny_config):
 
 def test_channels_last_switch_converts_every_convolutional_network(tiny_config):
     state = build_state(tiny_config("repa-e", channels_last=True), progress=False)
-    for name, module in (("vae", state.vae), ("discriminator", state.discriminator)):
+    for name, module in (("vae", state.nets.vae), ("discriminator", state.nets.discriminator)):
         convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
         assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs), name

@@ -18,13 +18,16 @@ import pytest
 import torch
 
 from repae_lab import rundir
-from repae_lab import train as train_mod
-from repae_lab.alarms import AlarmMonitor
-from repae_lab.cli import main
+from repae_lab.training import loop as train_mod
+from repae_lab.training.alarms import AlarmMonitor
+from repae_lab.app.cli import main
 from repae_lab.config import resolve_config
 from repae_lab.models.sit import SiT, sit_config
-from repae_lab.safe_load import CheckpointError, load_state_dict_checked, load_torch_file, released_sit_weights
-from repae_lab.train import RunError, TrainingStopped, load_run, train
+from repae_lab.rundir.safe_load import CheckpointError, load_state_dict_checked, load_torch_file, released_sit_weights
+from repae_lab.app.launch import train
+from repae_lab.models.from_run import load_for_sampling
+from repae_lab.rundir import RunError
+from repae_lab.training.loop import TrainingStopped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +45,7 @@ def test_kill_dash_nine_then_resume_matches_an_uninterrupted_run(tmp_path, tiny)
 
     run = tmp_path / "killed"
     kill_at = random.Random(1234).randint(5, 18)
-    cmd = [sys.executable, "-m", "repae_lab.cli", "train", "--preset", "workshop", "--recipe", "repa-e",
+    cmd = [sys.executable, "-m", "repae_lab", "train", "--preset", "workshop", "--recipe", "repa-e",
            "--out", str(run), "--quiet", "--set", *[f"{k}={v}" for k, v in overrides.items()]]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -56,7 +59,7 @@ def test_kill_dash_nine_then_resume_matches_an_uninterrupted_run(tmp_path, tiny)
     killed_at = len(rundir.read_jsonl(run / "metrics.jsonl"))
     assert killed_at < 24
 
-    resumed = subprocess.run([sys.executable, "-m", "repae_lab.cli", "train", "--resume", str(run), "--quiet"],
+    resumed = subprocess.run([sys.executable, "-m", "repae_lab", "train", "--resume", str(run), "--quiet"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert _losses(run) == _losses(tmp_path / "straight"), f"killed at step {killed_at}"
@@ -68,7 +71,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, tiny, ca
     newest = rundir.checkpoint_dirs(tmp_path / "run")[-1]
     blob = newest / "sit.safetensors"
     blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])      # truncated
-    state = load_run(tmp_path / "run")
+    state = load_for_sampling(tmp_path / "run")
     assert state.step == 2
     assert "sit.safetensors is damaged" in capsys.readouterr().out
 
@@ -78,7 +81,7 @@ def test_a_checkpoint_without_manifest_is_incomplete(tmp_path, tiny):
     train(cfg, tmp_path / "run", progress=False)
     (rundir.checkpoint_dirs(tmp_path / "run")[-1] / "manifest.json").unlink()
     with pytest.raises(RunError, match="no complete checkpoint"):
-        load_run(tmp_path / "run")
+        load_for_sampling(tmp_path / "run")
 
 
 class Exploit:
@@ -96,7 +99,7 @@ def test_malicious_pickle_is_refused(tmp_path):
 
 
 def test_released_style_checkpoint_with_namespace_loads(tmp_path):
-    cfg = sit_config("W-tiny", input_size=8, patch_size=2, in_channels=4, num_classes=10, z_dims=(32,),
+    cfg = sit_config("W-tiny", input_size=8, patch_size=2, in_channels=4, num_classes=10, z_dims=(32,), alignment_depth=2,
                      projector_dim=32)
     sit = SiT(cfg)
     path = tmp_path / "0400000.pt"
@@ -110,8 +113,10 @@ def test_released_style_checkpoint_with_namespace_loads(tmp_path):
 
 
 def test_checkpoint_of_another_architecture_names_keys_and_shapes():
-    small = SiT(sit_config("W-tiny", input_size=8, patch_size=2, in_channels=4, num_classes=10, z_dims=(32,), projector_dim=32))
-    wide = SiT(sit_config("W-tiny", input_size=8, patch_size=4, in_channels=4, num_classes=10, z_dims=(32,), projector_dim=32))
+    small = SiT(sit_config("W-tiny", input_size=8, patch_size=2, in_channels=4, num_classes=10, z_dims=(32,), projector_dim=32,
+                          alignment_depth=2))
+    wide = SiT(sit_config("W-tiny", input_size=8, patch_size=4, in_channels=4, num_classes=10, z_dims=(32,), projector_dim=32,
+                          alignment_depth=2))
     with pytest.raises(CheckpointError) as err:
         load_state_dict_checked(wide, small.state_dict(), "SiT")
     msg = str(err.value)
@@ -183,8 +188,8 @@ def test_policy_rollback_restores_the_checkpoint_with_a_lower_lr(tmp_path, tiny,
     assert len(rollback) == 1 and rollback[0]["step"] == 4 and rollback[0]["checkpoint"] == "step-00000004"
     assert rollback[0]["lrs"] == {"sit": 5e-5, "vae": 5e-5, "disc": 5e-5}
     assert [r["step"] for r in records if "event" not in r] == [1, 2, 3, 4, 5, 6]   # steps 5-6 redone
-    state = load_run(tmp_path / "run")
-    assert state.optimizers["sit"].param_groups[0]["lr"] == 5e-5     # the lower lr is kept in the checkpoint
+    _, meta = rundir.load_checkpoint(rundir.latest_good_checkpoint(tmp_path / "run"))
+    assert meta["optimizers"]["sit"]["param_groups"][0]["lr"] == 5e-5     # the lower lr is kept in the checkpoint
 
 
 def test_rollback_without_checkpoint_stops(tmp_path, tiny, monkeypatch):
@@ -223,21 +228,23 @@ def test_reader_skips_a_line_being_written(tmp_path):
 
 def test_full_disk_while_checkpointing_loses_nothing(tmp_path, tiny, monkeypatch, capsys):
     cfg = resolve_config("workshop", overrides=tiny(steps=4, checkpoint_every=2))
-    real_save = rundir.save_file
+    from repae_lab.rundir import checkpoints
+
+    real_save = checkpoints.save_file
     calls = {"n": 0}
 
     def save_until_full(tensors, path, metadata=None):
         if "step-00000004" in str(path) or ".tmp-step-00000004" in str(path):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(tensors, path, metadata=metadata)
-    monkeypatch.setattr(rundir, "save_file", save_until_full)
+    monkeypatch.setattr(checkpoints, "save_file", save_until_full)
     args = ["train", "--out", str(tmp_path / "run"), "--quiet", "--set", *[f"{k}={v}" for k, v in tiny(steps=4, checkpoint_every=2).items()]]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "step-00000002 is intact" in err
     assert [p.name for p in rundir.checkpoint_dirs(tmp_path / "run")] == ["step-00000002"]
     assert not list((tmp_path / "run" / "checkpoints").glob(".tmp*"))
-    monkeypatch.setattr(rundir, "save_file", real_save)
+    monkeypatch.setattr(checkpoints, "save_file", real_save)
     assert main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
 
 

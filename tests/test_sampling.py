@@ -123,9 +123,9 @@ def test_euler_5_steps_measurably_misses_the_mixture():
 
 def test_sde_with_the_wrong_score_sign_fails_the_same_test(monkeypatch):
     """A sign error in the reverse drift (the easy mistake) is caught by the moment test."""
-    import repae_lab.sampling as sampling
+    import repae_lab.sampling.samplers as samplers
 
-    monkeypatch.setattr(sampling, "sde_drift", lambda v, x, t: v + sampling._bcast(t, x) * score_from_velocity(v, x, t))
+    monkeypatch.setattr(samplers, "sde_drift", lambda v, x, t: v + samplers.broadcast_time(t, x) * score_from_velocity(v, x, t))
     x = sample_euler_maruyama(MIXTURE.velocity, _noise(), None, sde_times(100), disable=True,
                               generator=torch.Generator().manual_seed(1))
     assert _moment_errors(x)[1] > COV_TOL
@@ -231,7 +231,7 @@ def _tiny_models(seed=0):
     torch.manual_seed(seed)
     vae = build_vae("workshop-16", in_channels=1).eval()
     cfg = sit_config("W-tiny", input_size=8, patch_size=2, in_channels=4, num_classes=10, z_dims=(16,),
-                     projector_dim=32)
+                     projector_dim=32, alignment_depth=2)
     sit = SiT(cfg).eval()
     return sit, vae
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from repae_lab.models.sit import SiT, SiTConfig, count_flops, sincos_pos_embed_2d, sit_config
+from repae_lab.models.sit import SiT, SiTConfig, sincos_pos_embed_2d, sit_config
+from repae_lab.training.flops import count_flops
 
 
 def _b2_expected_shapes(depth=12, d=768, c=4, p=2, n_cls=1000, z=768, pd=2048):
@@ -79,13 +80,15 @@ def test_sit_config_unknown_name():
     assert "W-tiny" in str(exc.value)
     cfg = sit_config("XL", patch_size=4)
     assert (cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size) == (28, 1152, 16, 4)
-    assert cfg.encoder_depth == 8
-    assert sit_config("W-tiny").encoder_depth == 2 and sit_config("W").encoder_depth == 3
+    assert cfg.alignment_depth == 8
+    # no silent change of the alignment depth: the paper's default (8) does not fit a 4-block SiT, and says so
+    with pytest.raises(ValueError, match=r"alignment_depth must be in \[1, 4\], got 8"):
+        SiT(sit_config("W-tiny"))
     assert sit_config("W", z_dims=[384, 768]).z_dims == (384, 768)
 
 
 def _tiny(**kw):
-    base = dict(input_size=16, in_channels=4, num_classes=10, encoder_depth=2, projector_dim=64, z_dims=(32, 48))
+    base = dict(input_size=16, in_channels=4, num_classes=10, alignment_depth=2, projector_dim=64, z_dims=(32, 48))
     base.update(kw)
     return sit_config("W-tiny", **base)
 
@@ -126,7 +129,7 @@ def test_truncated_forward_matches_full():
     _randomize_zero_init(model)
     x, t, y = _inputs()
     v, zs_full = model(x, t, y)
-    none, zs_trunc = model(x, t, y, stop_at_depth=model.cfg.encoder_depth)
+    none, zs_trunc = model(x, t, y, stop_at_depth=model.cfg.alignment_depth)
     assert none is None and v.abs().sum() > 0
     for a, b in zip(zs_full, zs_trunc):
         torch.testing.assert_close(a, b)

@@ -7,11 +7,15 @@ import pytest
 import torch
 
 from repae_lab import rundir
-from repae_lab.cli import main
+from repae_lab.app.cli import main
 from repae_lab.config import resolve_config
-from repae_lab.export import export_vae
-from repae_lab.models.vae import encode, latent_stats_from_config, load_vae
-from repae_lab.train import RunError, load_run, train
+from repae_lab.data import load_dataset
+from repae_lab.models.export import export_vae
+from repae_lab.models.vae import encode, load_vae
+from repae_lab.models.vae_files import latent_stats_from_config
+from repae_lab.app.launch import train
+from repae_lab.models.from_run import load_for_sampling
+from repae_lab.rundir import RunError
 
 
 def _sets(overrides: dict) -> list[str]:
@@ -57,10 +61,10 @@ def test_cli_run_writes_the_run_directory(repae_run, capsys):
 def test_export_then_reload_gives_identical_latents_and_stats(repae_run, tmp_path):
     out = export_vae(repae_run, tmp_path / "e2e-vae")
     reloaded = load_vae(str(out))
-    state = load_run(repae_run)
-    x, _ = state.dataset.batch(torch.arange(8))
+    state = load_for_sampling(repae_run)
+    x, _ = load_dataset("digits", resolution=16).batch(torch.arange(8))
     with torch.no_grad():
-        z_run, _ = encode(state.vae.eval(), x, sample=False)
+        z_run, _ = encode(state.vae, x, sample=False)
         z_exp, _ = encode(reloaded, x, sample=False)
     assert torch.equal(z_run, z_exp)
     mean, std = latent_stats_from_config(reloaded)
@@ -73,7 +77,7 @@ def test_on_frozen_e2e_vae_trains_a_fresh_sit_on_the_export(repae_run, tmp_path,
     cfg = resolve_config("workshop", recipe="on-frozen-e2e-vae", overrides=tiny(vae=str(vae_dir), steps=2))
     summary = train(cfg, tmp_path / "two-stage", progress=False)
     assert summary["steps"] == 2
-    state = load_run(tmp_path / "two-stage")
+    state = load_for_sampling(tmp_path / "two-stage")
     mean, std = latent_stats_from_config(load_vae(str(vae_dir)))
     # the BatchNorm starts (and, the VAE being frozen, stays) at the exported statistics
     assert torch.allclose(state.sit.bn.running_mean, mean, atol=1e-6)
@@ -152,7 +156,7 @@ def test_imagefolder_trains_through_dataloader_workers(tmp_path, tiny):
 
 def test_data_order_is_the_same_with_and_without_workers(tmp_path):
     from repae_lab.data import load_dataset
-    from repae_lab.train import batch_stream
+    from repae_lab.training.batches import batch_stream
     root = _image_folder(tmp_path / "images")
     ds = load_dataset("imagefolder", root=str(root), resolution=16)
     a = resolve_config("workshop", overrides={"dataset": "imagefolder", "steps": 3, "batch_size": 4, "num_workers": 0})

@@ -10,7 +10,8 @@ import pytest
 from repae_lab import rundir
 from repae_lab.config import resolve_config
 from repae_lab.probes import ProbeSettings
-from repae_lab.train import RunError, train
+from repae_lab.app.launch import train
+from repae_lab.rundir import RunError
 
 NO_UMAP = ProbeSettings(umap=False, aligned_umap=False)
 
@@ -37,7 +38,7 @@ def ui_runs(tmp_path_factory, encoder_cache):
 # figures
 
 def test_training_curves_have_a_panel_per_logged_metric_and_a_line_per_run(ui_runs):
-    from repae_lab.figures import metric_series, training_curves
+    from repae_lab.app.figures import metric_series, training_curves
 
     fig = training_curves(ui_runs)
     keys = {t.meta for t in fig.data}
@@ -51,7 +52,7 @@ def test_training_curves_have_a_panel_per_logged_metric_and_a_line_per_run(ui_ru
 
 
 def test_metric_series_skips_events_and_torn_lines(tmp_path):
-    from repae_lab.figures import metric_series
+    from repae_lab.app.figures import metric_series
 
     rundir.append_jsonl(tmp_path / "metrics.jsonl", {"step": 1, "loss/diffusion": 1.0})
     rundir.append_jsonl(tmp_path / "metrics.jsonl", {"step": 1, "event": "rollback", "loss/diffusion": 9.0})
@@ -62,7 +63,7 @@ def test_metric_series_skips_events_and_torn_lines(tmp_path):
 
 
 def test_tile_and_image_conversion():
-    from repae_lab.figures import tile, to_uint8_images
+    from repae_lab.data.images import tile, to_uint8_images
 
     images = to_uint8_images(np.stack([np.full((1, 4, 4), -1.0), np.full((1, 4, 4), 1.0), np.zeros((1, 4, 4))]))
     assert images.shape == (3, 4, 4, 3) and images.dtype == np.uint8
@@ -76,7 +77,7 @@ def test_tile_and_image_conversion():
 # workbench (what the notebooks call)
 
 def test_ensure_run_trains_once_then_reuses_resumes_or_refuses(tmp_path, encoder_cache):
-    from repae_lab.workbench import ensure_run, run_is_complete
+    from repae_lab.app.workbench import ensure_run, run_is_complete
 
     overrides = _overrides(encoder_cache, steps=3, eval_every=0)
     run = ensure_run("workshop", "repa", tmp_path / "run", overrides, progress=False)
@@ -95,7 +96,7 @@ def test_ensure_run_trains_once_then_reuses_resumes_or_refuses(tmp_path, encoder
 
 
 def test_summary_rows_and_table(ui_runs):
-    from repae_lab.workbench import summary_rows, table_html
+    from repae_lab.app.workbench import summary_rows, table_html
 
     rows = summary_rows(ui_runs)
     assert [r["recipe"] for r in rows] == ["repa-e", "e2e-diffusion"]
@@ -105,7 +106,7 @@ def test_summary_rows_and_table(ui_runs):
 
 
 def test_snapshot_images_pair_probe_images_with_reconstructions(ui_runs):
-    from repae_lab.workbench import latest_samples_image, snapshot_images
+    from repae_lab.app.workbench import latest_samples_image, snapshot_images
 
     images = snapshot_images(ui_runs[0])
     assert images["originals"].shape == images["reconstructions"].shape == (4, 16, 16, 3)

@@ -23,11 +23,10 @@ from repae_lab.models.vae import (
     encode,
     kl_loss,
     latent_channels,
-    latent_stats_from_config,
     load_vae,
-    save_e2e_vae,
     vae_from_spec,
 )
+from repae_lab.models.vae_files import latent_stats_from_config, save_e2e_vae
 
 
 @pytest.fixture(autouse=True)
@@ -306,14 +305,14 @@ def test_workshop_vae_pretraining_reconstructs_and_is_cached(tmp_path):
 def test_build_state_starts_from_the_pretrained_vae(tiny_config, encoder_cache):
     from repae_lab.data import load_dataset
     from repae_lab.models.workshop_vae import pretrained_workshop_vae
-    from repae_lab.train import build_state
+    from repae_lab.training.state import build_state
 
     for recipe in ("vanilla", "repa-e"):
         state = build_state(tiny_config(recipe), progress=False)
         expected = pretrained_workshop_vae("workshop-16", load_dataset("digits", resolution=16),
                                            steps=state.cfg.vae_pretrain_steps, cache_dir=encoder_cache)
         for key, value in expected.state_dict().items():
-            assert torch.equal(state.vae.state_dict()[key], value), (recipe, key)
-        assert all(p.requires_grad for p in state.vae.parameters()) == (recipe == "repa-e")
+            assert torch.equal(state.nets.vae.state_dict()[key], value), (recipe, key)
+        assert all(p.requires_grad for p in state.nets.vae.parameters()) == (recipe == "repa-e")
     fresh = build_state(tiny_config("repa-e", vae_pretrain_steps=0), progress=False)
-    assert not torch.equal(fresh.vae.state_dict()["encoder.conv_in.weight"], state.vae.state_dict()["encoder.conv_in.weight"])
+    assert not torch.equal(fresh.nets.vae.state_dict()["encoder.conv_in.weight"], state.nets.vae.state_dict()["encoder.conv_in.weight"])

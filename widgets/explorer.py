@@ -13,10 +13,10 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
-from repae_lab.figures import embedding_figure, image_panels, run_label, tile
 from repae_lab import rundir
-from repae_lab.probes import ProbeSettings, image_pca_embeddings, load_probes, probe_run
-from repae_lab.probes.runner import check_run
+from repae_lab.app.figures import embedding_figure, image_panels, run_label
+from repae_lab.data.images import tile
+from repae_lab.probes import ProbeSettings, check_run, image_pca_embeddings, load_probes, probe_run
 
 # view name -> where its points come from: ("aligned", feature) or ("umap", embeddings key)
 VIEWS = {

@@ -10,7 +10,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from repae_lab import rundir
-from repae_lab.figures import training_curves
+from repae_lab.app.figures import training_curves
 
 
 class TrainingMonitor:

@@ -54,9 +54,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1
 @torch.no_grad()
 def reconstruct(vae, images: torch.Tensor, *, batch_size: int = 64, device=None) -> torch.Tensor:
     """uint8 (N, C, H, W) -> the VAE's uint8 reconstructions through the posterior mean (no sampling noise)."""
+    from ..data.images import images_to_uint8
+    from ..models.modes import frozen_eval
     from ..models.vae import decode, encode
-    from ..recipes import frozen_eval
-    from ..sampling import images_to_uint8
 
     device = torch.device(device) if device is not None else next(vae.parameters()).device
     out = []

@@ -6,7 +6,7 @@ Design follows DiT/SiT/REPA so that released REPA / REPA-E checkpoints load with
 
 * t in [0, 1] is embedded directly (no x1000 rescaling as in DiT's integer steps).
 * Class conditioning has an extra "null" row ``num_classes`` for classifier-free guidance.
-* After block ``encoder_depth`` the hidden tokens go through one MLP projector per target
+* After block ``alignment_depth`` the hidden tokens go through one MLP projector per target
   encoder (REPA alignment loss is computed outside this module).
 * ``bn`` normalises clean VAE latents before noising (REPA-E); it has no affine params so
   the diffusion model cannot "learn away" the latent scale, and gradients flow to the VAE.
@@ -14,7 +14,7 @@ Design follows DiT/SiT/REPA so that released REPA / REPA-E checkpoints load with
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.utils.checkpoint
@@ -22,7 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SiTConfig", "SIT_SIZES", "sit_config", "SiT", "count_flops"]
+from ..config.sizes import SIT_SIZES
+
+__all__ = ["SiTConfig", "SIT_SIZES", "sit_config", "SiT"]
 
 
 @dataclass
@@ -36,7 +38,7 @@ class SiTConfig:
     mlp_ratio: float = 4.0
     num_classes: int = 1000  # the null (CFG) class is row num_classes of the label table
     class_dropout_prob: float = 0.1
-    encoder_depth: int = 8  # REPA reads the hidden state after this many blocks (1-based)
+    alignment_depth: int = 8  # REPA reads the hidden state after this many blocks (1-based)
     projector_dim: int = 2048
     z_dims: tuple[int, ...] = (768,)  # one projector per target encoder, output width each
     bn_momentum: float = 0.1
@@ -46,26 +48,30 @@ class SiTConfig:
     def num_patches(self) -> int:
         return (self.input_size // self.patch_size) ** 2
 
+    def to_dict(self) -> dict:
+        """JSON-ready (RUN/sit_config.json)."""
+        d = asdict(self)
+        d["z_dims"] = list(self.z_dims)
+        return d
 
-SIT_SIZES: dict[str, dict] = {
-    "S": dict(depth=12, hidden_size=384, num_heads=6),
-    "B": dict(depth=12, hidden_size=768, num_heads=12),
-    "L": dict(depth=24, hidden_size=1024, num_heads=16),
-    "XL": dict(depth=28, hidden_size=1152, num_heads=16),
-    # small sizes for CPU / workshop experiments
-    "W-tiny": dict(depth=4, hidden_size=128, num_heads=4),
-    "W": dict(depth=6, hidden_size=256, num_heads=4),
-}
+    @classmethod
+    def from_dict(cls, data: dict) -> "SiTConfig":
+        """From to_dict's output; `encoder_depth`, the official code's name for alignment_depth, is accepted."""
+        data = dict(data)
+        if "encoder_depth" in data:
+            data.setdefault("alignment_depth", data.pop("encoder_depth"))
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown SiT config keys {sorted(unknown)}; valid keys: {[f.name for f in fields(cls)]}")
+        data["z_dims"] = tuple(int(z) for z in data.get("z_dims", (768,)))
+        return cls(**data)
 
 
 def sit_config(size: str, **overrides) -> SiTConfig:
-    """Config for a named size (``"S" | "B" | "L" | "XL" | "W-tiny" | "W"``), fields overridable."""
+    """Config for a named size (a key of SIT_SIZES: S, B, L, XL, W-tiny, W), fields overridable."""
     if size not in SIT_SIZES:
         raise ValueError(f"unknown SiT size {size!r}; valid sizes: {', '.join(SIT_SIZES)}")
     cfg = replace(SiTConfig(**SIT_SIZES[size]), **overrides)
-    if "encoder_depth" not in overrides and cfg.encoder_depth > cfg.depth:
-        # Default alignment depth (8) is deeper than the workshop nets; align halfway instead.
-        cfg.encoder_depth = max(1, cfg.depth // 2)
     if "z_dims" in overrides:  # accept lists from YAML/CLI but keep the declared tuple type
         cfg.z_dims = tuple(int(z) for z in cfg.z_dims)
     return cfg
@@ -233,8 +239,8 @@ class SiT(nn.Module):
         super().__init__()
         if cfg.input_size % cfg.patch_size:
             raise ValueError(f"input_size {cfg.input_size} not divisible by patch_size {cfg.patch_size}")
-        if not 1 <= cfg.encoder_depth <= cfg.depth:
-            raise ValueError(f"encoder_depth must be in [1, {cfg.depth}], got {cfg.encoder_depth}")
+        if not 1 <= cfg.alignment_depth <= cfg.depth:
+            raise ValueError(f"alignment_depth must be in [1, {cfg.depth}], got {cfg.alignment_depth}")
         self.cfg = cfg
         d = cfg.hidden_size
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, d)
@@ -297,14 +303,14 @@ class SiT(nn.Module):
         """x: (N, C, H, W) noised, already-normalised latent; t: (N,) in [0, 1]; y: (N,) long.
 
         Returns ``(velocity (N, C, H, W), [projected tokens (N, T, z_dim) per projector])``.
-        With ``stop_at_depth`` (>= encoder_depth) the pass stops after that block and the
+        With ``stop_at_depth`` (>= alignment_depth) the pass stops after that block and the
         velocity is ``None`` -- the cheap truncated pass REPA-E uses to push the alignment
         loss into the VAE. Labels are dropped to the null class at random only in training
         mode, or deterministically where ``force_drop_ids`` is true.
         """
         cfg = self.cfg
-        if stop_at_depth is not None and not cfg.encoder_depth <= stop_at_depth <= cfg.depth:
-            raise ValueError(f"stop_at_depth must be in [{cfg.encoder_depth}, {cfg.depth}], got {stop_at_depth}")
+        if stop_at_depth is not None and not cfg.alignment_depth <= stop_at_depth <= cfg.depth:
+            raise ValueError(f"stop_at_depth must be in [{cfg.alignment_depth}, {cfg.depth}], got {stop_at_depth}")
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         c = self.t_embedder(t) + self.y_embedder(y, force_drop_ids)  # (N, D)
         zs: list[Tensor] = []
@@ -314,7 +320,7 @@ class SiT(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, c, use_reentrant=False)
             else:
                 x = block(x, c)  # (N, T, D)
-            if i == cfg.encoder_depth:
+            if i == cfg.alignment_depth:
                 zs = [proj(x) for proj in self.projectors]  # each (N, T, z_dim)
             if stop_at_depth is not None and i == stop_at_depth:
                 return None, zs
@@ -338,25 +344,3 @@ class SiT(nn.Module):
         """Seed the BN running stats from a VAE's per-channel latent mean / variance."""
         self.bn.running_mean.copy_(mean.reshape(-1))
         self.bn.running_var.copy_(var.reshape(-1))
-
-
-# --------------------------------------------------------------------------- FLOPs
-def count_flops(cfg: SiTConfig, batch: int = 1, include_projectors: bool = True) -> float:
-    """Analytic forward FLOPs, counted as 2 * multiply-accumulates of every Linear/Conv
-    (patch embed, t-MLP, adaLN, attention qkv/proj, MLP, projectors, head) plus the two
-    attention matmuls (QK^T and AV). Norms, activations, softmax and adds are ignored
-    (they are O(T*D), negligible). Note DiT papers quote MACs ("Gflops" = 118.6 for XL/2),
-    i.e. half of this number. Projectors only see the tokens once (after encoder_depth)."""
-    t, d, p, c = cfg.num_patches, cfg.hidden_size, cfg.patch_size, cfg.in_channels
-    h = int(d * cfg.mlp_ratio)
-    macs = t * (c * p * p) * d  # patch embed
-    macs += 256 * d + d * d  # timestep MLP (per sample, not per token)
-    per_block = t * (3 * d * d + d * d + 2 * d * h)  # qkv, proj, fc1, fc2
-    per_block += 2 * t * t * d  # QK^T and AV over all heads
-    per_block += d * 6 * d  # adaLN modulation (per sample)
-    macs += cfg.depth * per_block
-    macs += t * d * (p * p * c) + d * 2 * d  # final linear + final adaLN
-    if include_projectors:
-        pd = cfg.projector_dim
-        macs += sum(t * (d * pd + pd * pd + pd * z) for z in cfg.z_dims)
-    return float(2 * macs * batch)

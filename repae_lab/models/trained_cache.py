@@ -27,7 +27,7 @@ def cached_trained_model(kind: str, prefix: str, dataset, cfg, *, seed: int, ste
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from ..rundir import atomic_save_tensors
+    from ..rundir.files import atomic_save_tensors
 
     key_src = json.dumps({"dataset": dataset.name, "resolution": dataset.resolution, "n": len(dataset),
                           "cfg": asdict(cfg), "seed": seed, "steps": steps, "max_images": max_images, "v": 1},

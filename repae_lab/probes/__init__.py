@@ -10,8 +10,9 @@ Per run, or across runs
   PCA                one basis and colour range for all snapshots; PCA-RGB maps (Fig. 2 / 6)   pca
   AlignedUMAP        embeddings across steps, row i the same image: its trajectory            umap_probe
 
-`probe_run` computes and caches everything in RUN/probes/ (runner), `compare_runs` writes one table
-across runs (compare), and `load_probes` reads a run's cache back for notebooks and widgets.
+`probe_run` computes and caches everything in RUN/probes/ (runner, one snapshot at a time in snapshot_probes,
+with the cache keys of settings), `compare_runs` writes one table across runs (compare), and `load_probes` reads
+a run's cache back for notebooks and widgets (results).
 umap-learn is imported only when a UMAP is computed.
 """
 from .alignment import alignment_to, cknna, mutual_knn, neighbours
@@ -39,16 +40,10 @@ from .pca import (
     sample_pixel_vectors,
 )
 from .compare import comparison_pca_basis, compare_runs, default_table_dir, summary_table, write_table
-from .runner import (
-    PROBE_DIR,
-    ProbeSettings,
-    RunProbes,
-    SnapshotProbes,
-    check_run,
-    load_probes,
-    probe_run,
-    probe_snapshot,
-)
+from .results import PROBE_DIR, RunProbes, load_probes
+from .runner import check_run, probe_run
+from .settings import ProbeSettings
+from .snapshot_probes import SnapshotProbes, probe_snapshot
 from .umap_probe import aligned_umap, trajectory_steps, umap_embedding
 
 __all__ = [

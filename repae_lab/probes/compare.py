@@ -18,7 +18,9 @@ from typing import Callable
 from .. import rundir
 from . import pca
 from .features import ProbeError
-from .runner import ProbeSettings, RunProbes, _read_tensors, check_run, probe_run
+from .results import RunProbes, read_tensors
+from .runner import check_run, probe_run
+from .settings import ProbeSettings
 
 TABLE_NAME = "probe_table"       # probe_table.csv / probe_table.json
 
@@ -110,7 +112,7 @@ def comparison_pca_basis(runs, step: str | int = "last", percentiles=pca.DEFAULT
             if not chosen:
                 raise ProbeError(f"'{run}' has no snapshot at step {step}; it has {[s for s, _ in snaps]}")
         for s, p in chosen:
-            sets.append(_read_tensors(p, keys=("latents",))[0]["latents"])
+            sets.append(read_tensors(p, keys=("latents",))[0]["latents"])
             fitted_on.append(f"{Path(run).name}@{s}")
     channels = {z.shape[1] for z in sets}
     if len(channels) > 1:

@@ -6,7 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from repae_lab.distributed import GlobalBatchNorm2d, init_from_env, rank, shard, world_size
+from repae_lab.training.distributed import GlobalBatchNorm2d, init_from_env, rank, shard, world_size
 
 init_from_env("cpu")
 torch.manual_seed(0)

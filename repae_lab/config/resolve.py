@@ -1,0 +1,197 @@
+"""Resolving a run's configuration: defaults -> preset -> YAML file -> key=value overrides.
+
+The result is a frozen Config saved as config.json before step 0, so a run directory always says exactly what
+produced it. Every bad key or value is rejected here, at the boundary, with a message that names the key and
+the fix; nothing deeper in the library has to re-check user input.
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .presets import PRESETS
+from .recipes import RECIPES, routing
+from .schema import FIELD_NAMES, FIELD_TYPES, Config
+from .sizes import SIT_SIZES
+
+
+class ConfigError(ValueError):
+    """A configuration key or value a user supplied is wrong; the message says which and how to fix it."""
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Turn a value from the CLI, YAML or Python into the field's type, or say what was expected."""
+    want = FIELD_TYPES[key]
+    origin = typing.get_origin(want)
+    args = typing.get_args(want)
+    optional = origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            return None
+        want = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(want)
+    bad = ConfigError(f"config key '{key}' expects {_type_name(FIELD_TYPES[key])}, got {value!r}.")
+    if want is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.strip().lower() in ("true", "yes", "1", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise bad
+    if want is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value.replace("_", ""))
+            except ValueError:
+                raise bad from None
+            if f.is_integer():
+                return int(f)
+        raise bad
+    if want is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if want is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        try:
+            return tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            raise bad from None
+    return value
+
+
+def _type_name(t) -> str:
+    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Value checks that do not need the models built; each names the key and what is allowed."""
+    def need(cond: bool, msg: str):
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.recipe in RECIPES, f"unknown recipe '{cfg.recipe}'; choose one of {', '.join(RECIPES)}.{_suggest(cfg.recipe, RECIPES)}")
+    for key in ("steps", "batch_size", "grad_accumulation", "resolution", "patch_size", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches", "encoder_steps"):
+        need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}.")
+    for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start", "vae_pretrain_steps"):
+        need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")
+    need(cfg.batch_size % cfg.grad_accumulation == 0,
+         f"batch_size ({cfg.batch_size}) must divide into grad_accumulation ({cfg.grad_accumulation}) micro-batches.")
+    need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, got '{cfg.mixed_precision}'.")
+    need(cfg.perceptual in ("auto", "lpips", "workshop", "none"), f"perceptual must be auto, lpips, workshop or none, got '{cfg.perceptual}'.")
+    need(not (cfg.cache_latents and routing(cfg).trains_vae),
+         f"cache_latents only applies to frozen-VAE recipes ({', '.join(n for n, r in RECIPES.items() if not r.trains_vae)}): "
+         f"a VAE being trained changes its latents every step.")
+    need(cfg.sit_size in SIT_SIZES, f"unknown sit_size '{cfg.sit_size}'; choose one of {', '.join(SIT_SIZES)}."
+         f"{_suggest(cfg.sit_size, SIT_SIZES)}")
+    depth = SIT_SIZES[cfg.sit_size]["depth"]
+    need(1 <= cfg.alignment_depth <= depth, f"alignment_depth must be between 1 and {depth} (the depth of SiT-"
+         f"{cfg.sit_size}), got {cfg.alignment_depth}.")
+    need(cfg.alarm_policy in ("warn", "stop", "rollback"), f"alarm_policy must be warn, stop or rollback, got '{cfg.alarm_policy}'.")
+    need(0 < cfg.rollback_lr_factor <= 1, f"rollback_lr_factor must be in (0, 1], got {cfg.rollback_lr_factor}.")
+    need(cfg.max_rollbacks >= 0 and cfg.alarm_patience >= 1, "max_rollbacks must be 0 or more and alarm_patience at least 1.")
+    need(not (cfg.log_every and cfg.checkpoint_every and cfg.checkpoint_every % cfg.log_every),
+         f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every}), so a resumed "
+         f"run logs the same intervals as an uninterrupted one.")
+    need(cfg.eval_every >= 0 and cfg.eval_n >= 4, f"eval_every must be 0 or more and eval_n at least 4, got {cfg.eval_every} / {cfg.eval_n}.")
+    need(cfg.eval_sampler in ("sde", "euler", "heun"), f"eval_sampler must be sde, euler or heun, got '{cfg.eval_sampler}'.")
+    need(cfg.eval_steps >= (2 if cfg.eval_sampler == "sde" else 1), f"eval_steps too small for {cfg.eval_sampler}: {cfg.eval_steps}.")
+    spaces = [x.strip() for x in cfg.eval_space.split(",") if x.strip()]
+    need(cfg.eval_space == "auto" or all(x in ("workshop", "dinov2", "inception") for x in spaces),
+         f"eval_space must be auto or a comma-separated list of workshop, dinov2, inception; got '{cfg.eval_space}'.")
+    need(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {cfg.keep_checkpoints}.")
+    for key in ("lr", "vae_lr", "disc_lr"):
+        need(0 < getattr(cfg, key) < 1, f"{key} must be between 0 and 1 (the paper uses 1e-4), got {getattr(cfg, key)}.")
+    need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}.")
+    need(0 <= cfg.class_dropout_prob < 1, f"class_dropout_prob must be in [0, 1), got {cfg.class_dropout_prob}.")
+    need(0 < cfg.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {cfg.bn_momentum}.")
+    need(cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}.")
+    need(all(0.0 <= t <= 1.0 for t in cfg.snapshot_t), f"snapshot_t values must lie in [0, 1], got {cfg.snapshot_t}.")
+    for key in ("proj_coeff", "vae_align_proj_coeff", "l1_weight", "perceptual_weight", "kl_weight", "gan_weight", "weight_decay"):
+        need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass the path of a YAML file of key: value lines.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of key: value lines, not a {type(data).__name__}.")
+    return data
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """Parse `key=value` strings from the command line."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value, e.g. steps=1000.")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_config(preset: str = "workshop", *, recipe: str | None = None, yaml_file: str | Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the preset, then a YAML file, then explicit overrides (later wins)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.{_suggest(preset, PRESETS)}")
+    values: dict[str, Any] = {"preset": preset}
+    layers = [(f"preset {preset}", PRESETS[preset]), ("YAML file", load_yaml(yaml_file) if yaml_file else {}),
+              ("override", dict(overrides or {}))]
+    if recipe is not None:
+        layers[-1][1].setdefault("recipe", recipe)
+    for source, layer in layers:           # the preset's keys are checked like a user's
+        for key, value in layer.items():
+            if key not in FIELD_NAMES:
+                raise ConfigError(f"unknown config key '{key}' (from {source}).{_suggest(key, FIELD_NAMES)} "
+                                  f"Valid keys: {', '.join(FIELD_NAMES)}.")
+            values[key] = value
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    cfg = Config(**coerced)
+    _check_ranges(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from a run directory's config.json (unknown keys are an error: a newer or foreign run)."""
+    unknown = set(data) - set(FIELD_NAMES)
+    if unknown:
+        raise ConfigError(f"config has keys this version does not know: {sorted(unknown)}; was the run written by another version?")
+    cfg = Config(**{k: _coerce(k, v) for k, v in data.items()})
+    _check_ranges(cfg)
+    return cfg

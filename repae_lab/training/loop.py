@@ -1,0 +1,240 @@
+"""The shared training loop: every recipe runs the same loop around its step, keeping the run directory.
+
+Determinism by construction: the data order is a per-epoch permutation seeded by (seed, epoch), and every
+step reseeds its random streams from (seed, step) (training/batches.py); a resumed run therefore needs no RNG
+state to continue exactly where it stopped. Evaluation is not part of training: a caller that wants FD curves
+hands the loop an `evaluate(state, run) -> record` callable (evaluation/during_training.py makes one).
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import rundir
+from ..config import Config, config_from_dict
+from ..models.from_run import run_vae_architecture, write_sit_config
+from ..rundir import RunError, layout
+from . import distributed as dist
+from .alarms import AlarmMonitor
+from .batches import batch_stream, step_generator, step_indices
+from .checkpointing import checkpoint_files, restore_checkpoint
+from .optim import to_device
+from .snapshots import take_snapshot
+from .state import TrainState, build_state
+from .step import train_step
+from .summary import write_summary
+
+PROGRESS_KEYS = ("loss/diffusion", "loss/repa", "loss/repa_vae", "loss/l1", "latent/spatial_var")
+
+Evaluate = Callable[[TrainState, Path], dict[str, Any]]
+
+
+class TrainingStopped(RunError):
+    """An alarm stopped the run (alarm_policy=stop, or rollbacks exhausted)."""
+
+
+def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
+          progress: bool = True, on_metrics=None, evaluate: Evaluate | None = None) -> dict[str, Any]:
+    """Train `cfg` into run directory `out` (new), or continue the run at `resume` from its last checkpoint.
+
+    `evaluate(state, run)`, when given, is called at step 0 and every cfg.eval_every steps on rank 0; its
+    record is appended to the metrics log. `on_metrics(step, means)` gets every logged interval. Returns the
+    run summary (also written to summary.json). One process at a time may write a run directory."""
+    if resume is not None:
+        run = rundir.check_run_dir(resume, "the folder a previous `repae-lab train --out` wrote")
+    else:
+        if cfg is None or out is None:
+            raise RunError("train() needs a config and an output folder, or resume=RUN.")
+        run = Path(out)
+        if (run / layout.CONFIG).exists():
+            raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
+                           f"or pick a new --out folder.")
+    dist.init_from_env(cfg.device if cfg is not None else "auto")
+    try:
+        # under torchrun only rank 0 writes the run directory, so only rank 0 holds its lock
+        with rundir.RunLock(run) if dist.is_main() else nullcontext():
+            return _train_locked(cfg, run, resume is not None, progress and dist.is_main(), on_metrics, evaluate)
+    except rundir.RunLockedError as err:
+        raise RunError(str(err)) from None
+
+
+def _train_locked(cfg, run: Path, resuming: bool, progress: bool, on_metrics, evaluate) -> dict[str, Any]:
+    t_start = time.time()
+    if resuming:
+        cfg = config_from_dict(json.loads((run / layout.CONFIG).read_text()))
+        state = build_state(cfg, progress=progress, vae=run_vae_architecture(run))
+        ckpt = rundir.latest_good_checkpoint(run)
+        if ckpt is not None:
+            restore_checkpoint(state, ckpt)
+        dist.barrier()                 # every rank has read the checkpoint before rank 0 edits the log
+        if dist.is_main():
+            _truncate_metrics(run, state.step)
+    else:
+        state = build_state(cfg, progress=progress)
+        if dist.is_main():
+            prepare_run_dir(cfg, run, state)
+            _snapshot(state, run)
+        if cfg.eval_every and evaluate is not None:
+            _evaluate(state, run, evaluate)   # the FD curve starts at step 0, and missing weights fail before training
+    _loop(state, run, progress, on_metrics, evaluate, t_start)
+    summary = write_summary(run, cfg, time.time() - t_start) if dist.is_main() else {}
+    dist.barrier()
+    return summary
+
+
+def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_text(out / layout.CONFIG, cfg.to_json())
+    rundir.atomic_write_text(out / layout.VAE_CONFIG, json.dumps(dict(state.nets.vae.config), indent=1, default=list))
+    write_sit_config(out, state.nets.sit.cfg)
+    if state.probe_indices is not None:
+        labels = state.dataset.labels[state.probe_indices]
+        rundir.atomic_write_text(out / layout.PROBE_SET, json.dumps(
+            {"dataset": cfg.dataset, "indices": state.probe_indices.tolist(), "labels": labels.tolist()}))
+
+
+def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_start: float) -> None:
+    cfg = state.cfg
+    monitor = AlarmMonitor(cfg)
+    batches = batch_stream(state.dataset, cfg, state.step)
+    window: list[dict[str, float]] = []
+    rollbacks = 0
+    main = dist.is_main()
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=f"{cfg.recipe} ({cfg.preset})", disable=not progress,
+               dynamic_ncols=True)
+    while state.step < cfg.steps:
+        gen = step_generator(cfg.seed, state.step)
+        x, y = next(batches)
+        latents = None
+        if state.latent_cache is not None:
+            idx = step_indices(len(state.dataset), cfg, state.step)
+            latents = tuple(to_device(c[idx], state.device).float() for c in state.latent_cache)
+        # averaged over processes, so every rank sees the same numbers and takes the same alarm decisions
+        metrics = dist.mean_across(_run_step(state, x, y, gen, latents))
+        state.step += 1
+        window.append(metrics)
+        bar.update(1)
+        alarms = monitor.check(state.step, metrics)
+        for alarm in alarms if main else ():
+            rundir.append_jsonl(run / layout.METRICS, alarm.record(cfg.alarm_policy))
+            tqdm.write(f"repae-lab alarm [{alarm.kind}]: {alarm.message} (policy: {cfg.alarm_policy})")
+        if alarms and cfg.alarm_policy == "stop":
+            raise TrainingStopped(f"{alarms[0].message}; stopped (alarm_policy=stop). The last checkpoint is kept: "
+                                  f"resume with `repae-lab train --resume {run}` or roll back by hand.")
+        if alarms and cfg.alarm_policy == "rollback":
+            _roll_back(state, run, alarms[0], rollbacks)
+            rollbacks += 1
+            monitor.reset()
+            window = []
+            batches = batch_stream(state.dataset, cfg, state.step)
+            bar.reset(total=cfg.steps)
+            bar.update(state.step)
+            continue
+        if cfg.log_every and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
+            if main:
+                last = _flush(run, state.step, window, t_start)
+                bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in PROGRESS_KEYS if k in last})
+                if on_metrics is not None:
+                    on_metrics(state.step, last)
+            window = []
+        if cfg.snapshot_every and state.step % cfg.snapshot_every == 0 and state.step != cfg.steps and main:
+            _snapshot(state, run)
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step != cfg.steps:
+            _checkpoint(state, run)
+        if cfg.eval_every and evaluate is not None and (state.step % cfg.eval_every == 0 or state.step == cfg.steps):
+            _evaluate(state, run, evaluate)
+    bar.close()
+    if window and main:
+        _flush(run, state.step, window, t_start)
+    if main:
+        _snapshot(state, run)
+    _checkpoint(state, run)
+
+
+def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
+    try:
+        return train_step(state, to_device(x, state.device), to_device(y, state.device), gen, latents)
+    except torch.OutOfMemoryError as err:
+        cfg = state.cfg
+        raise RunError(f"out of GPU memory at step {state.step} with batch_size {cfg.batch_size}: lower it "
+                       f"(--set batch_size={max(1, cfg.batch_size // 2)}) or use mixed_precision=bf16; "
+                       f"resume with `repae-lab train --resume RUN` keeps what was done.") from err
+
+
+def _flush(run: Path, step: int, window: list[dict[str, float]], t_start: float) -> dict[str, float]:
+    """One metrics-log line: the means of the interval's steps."""
+    means = {k: sum(m[k] for m in window if k in m) / sum(1 for m in window if k in m)
+             for k in {k for m in window for k in m}}
+    record = {"step": step, "time": round(time.time() - t_start, 3), **{k: means[k] for k in sorted(means)}}
+    rundir.append_jsonl(run / layout.METRICS, record)
+    return means
+
+
+@contextmanager
+def _disk_errors(what: str, state: TrainState, run: Path):
+    """A failed write (full disk, quota, permissions) stops the run with what is still safe on disk."""
+    try:
+        yield
+    except OSError as err:
+        previous = rundir.latest_good_checkpoint(run)
+        kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
+        raise RunError(f"could not write the {what} of step {state.step} ({err.strerror or err}); {kept}. "
+                       f"Free disk space (or lower keep_checkpoints), then `repae-lab train --resume {run}`.") from err
+
+
+def _snapshot(state: TrainState, run: Path) -> None:
+    if state.probe_indices is None:
+        return
+    tensors, info = take_snapshot(state)
+    with _disk_errors("probe snapshot", state, run):
+        rundir.save_snapshot(run, state.step, tensors, info)
+
+
+def _evaluate(state: TrainState, run: Path, evaluate: Evaluate) -> None:
+    """Rank 0 evaluates and logs the record; the others wait, so all leave the step together."""
+    if dist.is_main():
+        with _disk_errors("evaluation", state, run):
+            rundir.append_jsonl(run / layout.METRICS, evaluate(state, run))
+    dist.barrier()
+
+
+def _checkpoint(state: TrainState, run: Path) -> None:
+    """Rank 0 writes; every rank waits for it, so no process can later read a checkpoint still being written."""
+    if dist.is_main():
+        files, meta = checkpoint_files(state)
+        with _disk_errors("checkpoint", state, run):
+            rundir.save_checkpoint(run, state.step, files, meta, keep=state.cfg.keep_checkpoints)
+    dist.barrier()
+
+
+def _truncate_metrics(run: Path, step: int) -> None:
+    """Records past `step` belong to steps that will be redone; alarm and rollback events are kept."""
+    records = [r for r in rundir.read_jsonl(run / layout.METRICS) if r.get("step", 0) <= step or "event" in r]
+    rundir.atomic_write_text(run / layout.METRICS, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _roll_back(state: TrainState, run: Path, alarm, rollbacks: int) -> None:
+    cfg = state.cfg
+    ckpt = rundir.latest_good_checkpoint(run)
+    if ckpt is None or rollbacks >= cfg.max_rollbacks:
+        why = "no checkpoint to roll back to" if ckpt is None else f"{cfg.max_rollbacks} rollbacks already"
+        raise TrainingStopped(f"{alarm.message}; {why}, so the run stops. Inspect metrics.jsonl; resume with "
+                              f"`repae-lab train --resume {run}` after changing what caused it.")
+    restore_checkpoint(state, ckpt)
+    dist.barrier()
+    factor = cfg.rollback_lr_factor ** (rollbacks + 1)     # compounding: each rollback lowers it once more
+    for name, opt in state.optimizers.named().items():
+        for group in opt.param_groups:
+            group["lr"] = state.optimizers.base_lr(cfg, name) * factor
+    if not dist.is_main():
+        return
+    _truncate_metrics(run, state.step)
+    rundir.append_jsonl(run / layout.METRICS, {
+        "step": state.step, "event": "rollback", "alarm": alarm.kind, "checkpoint": ckpt.name, "lr_factor": factor,
+        "lrs": {k: o.param_groups[0]["lr"] for k, o in state.optimizers.named().items()}})

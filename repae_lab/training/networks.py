@@ -1,0 +1,82 @@
+"""Building the networks of a training run: the SiT and its EMA for a VAE's latent grid, the starting latent
+statistics of the BatchNorm, the cached latents of frozen-VAE recipes, and the speed switches."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..models.sit import SiT, sit_config
+from ..models.vae import downsample_factor, encode, latent_channels
+from ..rundir import RunError
+
+
+def token_grid(cfg: Config, vae) -> tuple[int, int]:
+    """(latent size, SiT token grid side) for the configured resolution, VAE and patch size."""
+    factor = downsample_factor(vae)
+    if cfg.resolution % factor:
+        raise RunError(f"resolution {cfg.resolution} is not divisible by the VAE's downsampling factor {factor}; "
+                       f"use a multiple of {factor}.")
+    latent = cfg.resolution // factor
+    if latent % cfg.patch_size:
+        raise RunError(f"the {latent}x{latent} latent cannot be cut into {cfg.patch_size}x{cfg.patch_size} patches; "
+                       f"choose patch_size dividing {latent}.")
+    return latent, latent // cfg.patch_size
+
+
+def new_sit(cfg: Config, vae, num_classes: int, z_dim: int) -> SiT:
+    """A freshly initialised SiT + projector for this config, VAE (latent size and channels) and target
+    encoder width, on the current default device."""
+    latent, _ = token_grid(cfg, vae)
+    return SiT(sit_config(cfg.sit_size, input_size=latent, patch_size=cfg.patch_size,
+                          in_channels=latent_channels(vae), num_classes=num_classes,
+                          class_dropout_prob=cfg.class_dropout_prob, alignment_depth=cfg.alignment_depth,
+                          projector_dim=cfg.projector_dim, z_dims=(z_dim,), bn_momentum=cfg.bn_momentum))
+
+
+def ema_copy(sit: SiT) -> SiT:
+    """The EMA model: same config and weights (latent statistics included), frozen, in eval mode."""
+    ema = SiT(sit.cfg).to(next(sit.parameters()).device)
+    ema.load_state_dict(sit.state_dict())
+    return ema.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def estimate_latent_stats(vae, dataset, cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and variance of posterior samples over a few fixed batches (the BN's starting point)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
+    n = min(len(dataset), cfg.latent_stats_batches * cfg.batch_size)
+    idx = torch.randperm(len(dataset), generator=gen)[:n]
+    zs = []
+    for chunk in idx.split(cfg.batch_size):
+        x, _ = dataset.batch(chunk)
+        z, _ = encode(vae, x.to(device), sample=True, generator=gen)
+        zs.append(z.float().cpu())
+    z = torch.cat(zs)
+    return z.mean(dim=(0, 2, 3)), z.var(dim=(0, 2, 3))
+
+
+@torch.no_grad()
+def encode_dataset(vae, dataset, device, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every image (float16 on the CPU): a frozen VAE need not encode twice.
+    Each step then draws a fresh posterior sample from them, as REPA-E's cached-latent training does."""
+    means, stds = [], []
+    order = torch.arange(len(dataset))
+    for chunk in tqdm(order.split(256), desc="caching latents", disable=not progress, leave=False):
+        x, _ = dataset.batch(chunk)
+        _, posterior = encode(vae, x.to(device), sample=False)
+        means.append(posterior.mean.half().cpu())
+        stds.append(posterior.std.half().cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def apply_speed_switches(cfg: Config, sit: SiT, convnets, parallel=None):
+    """Activation checkpointing, channels-last convolutional networks (None entries are skipped) and
+    torch.compile; returns the SiT's training forward: compiled, DDP-wrapped (`parallel`), or the SiT itself."""
+    sit.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.channels_last:
+        for module in convnets:
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    forward = parallel if parallel is not None else sit
+    return torch.compile(forward) if cfg.compile else forward

@@ -1,0 +1,220 @@
+"""One training step of any recipe: at most three optimizer updates, in the order of the authors' code
+(REPAE_FACTS section 1). `train_step` reads top to bottom; the recipe decides, through its Routing
+(config/recipes.py), which of the updates run and which losses reach which network.
+
+  update 1  VAE:            the SiT frozen and in eval mode; L_REG + 1.5 L_REPA (+ the diffusion loss only where
+                            the recipe lets it reach the VAE); the REPA term from a SiT pass truncated at the
+                            alignment depth.
+  update 2  discriminator:  hinge loss on the real images and the detached reconstruction of update 1.
+  update 3  SiT:            train mode, on z.detach() computed before update 1 (one step stale) with the same t
+                            and noise; diffusion + 0.5 L_REPA; then the EMA.
+Frozen-VAE recipes take only update 3.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..losses import diffusion_loss, interpolate, repa_loss, vae_regularisation
+from ..models.discriminator import discriminator_hinge_loss
+from ..models.modes import frozen_eval, no_param_grads
+from ..models.vae import decode, downsample_factor, encode, kl_loss, latent_channels
+from .distributed import shard, world_size
+from .optim import add_mean, autocast, backward, clip_and_step, micro_batches, read_metrics, to_device, update_ema
+
+
+@dataclass(frozen=True)
+class StepDraws:
+    """Every random draw of a step: made for the global batch (as one process would make it) from the step's
+    generator and sliced to this process's rows, so N processes train what one process would."""
+    eps: Tensor             # the posterior sample's noise: z = mean + std * eps
+    t: Tensor               # interpolant times, U(0, 1)
+    noise: Tensor           # the interpolant's noise
+    drop_labels: Tensor     # label dropout for classifier-free guidance (bool per sample)
+
+    @classmethod
+    def draw(cls, latent_shape, n_local: int, generator: torch.Generator, device, class_dropout_prob: float):
+        def draw(shape, kind="normal"):
+            full = (n_local * world_size(), *shape)
+            values = torch.randn(full, generator=generator) if kind == "normal" else torch.rand(full, generator=generator)
+            return to_device(shard(values), device)
+        eps, t, noise = draw(latent_shape), draw((), "uniform"), draw(latent_shape)   # this order: the RNG stream
+        return cls(eps, t, noise, draw((), "uniform") < class_dropout_prob)
+
+    def rows(self, sl: slice) -> "StepDraws":
+        return StepDraws(self.eps[sl], self.t[sl], self.noise[sl], self.drop_labels[sl])
+
+
+def train_step(state, x: Tensor, y: Tensor, generator: torch.Generator,
+               latents: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
+    """One iteration of the configured recipe on this process's rows of the global batch; returns its metrics.
+
+    `latents` = cached (posterior mean, std) of these images, for frozen-VAE recipes with cache_latents."""
+    cfg, route, nets = state.cfg, state.route, state.nets
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    targets = target_tokens(state, x) if route.uses_repa else None
+    shape = latents[0].shape[1:] if latents is not None else latent_shape(nets.vae, x)
+    draws = StepDraws.draw(shape, len(x), generator, x.device, cfg.class_dropout_prob)
+    metrics: dict[str, Tensor] = {}
+    nets.vae.train(route.trains_vae)
+    if route.trains_vae:
+        # Update 1: the VAE. z and the reconstruction come back from before the VAE's optimizer step, so the
+        # SiT below trains on the latent the VAE had when this step began, as in the authors' code.
+        z, recon, vae_metrics = vae_update(state, x, y, draws, targets)
+        metrics.update(vae_metrics)
+        # Update 2: the discriminator, on the real images and update 1's detached reconstructions.
+        if gan_is_on(state):
+            metrics.update(discriminator_update(state, x, recon))
+    elif latents is not None:
+        z = (latents[0] + latents[1] * draws.eps).float()
+    else:
+        z, _, _ = encode_posterior_sample(state, x, draws.eps, trains=False)
+    # Update 3: the SiT and its projector on z.detach(), with update 1's t and noise; then its EMA.
+    metrics.update(sit_update(state, z, y, draws, targets))
+    if state.optimizers.scaler is not None:
+        state.optimizers.scaler.update()
+    update_ema(nets.ema, nets.sit, cfg.ema_decay)
+    metrics.update(latent_statistics(z))
+    return read_metrics(metrics)
+
+
+def vae_update(state, x: Tensor, y: Tensor, draws: StepDraws, targets: list[Tensor] | None):
+    """Update 1: the VAE learns from the losses the recipe routes to it; SiT and projector are untouched.
+    Returns (z, reconstruction, metrics): z and the reconstruction detached, from before the optimizer step."""
+    cfg, opt = state.cfg, state.optimizers
+    opt.vae.zero_grad(set_to_none=True)
+    micro = micro_batches(len(x), cfg.grad_accumulation)
+    zs, recons, metrics = [], [], {}
+    for sl in micro:
+        z, posterior, recon = encode_posterior_sample(state, x[sl], draws.eps[sl], trains=True)
+        loss, parts = vae_loss(state, x[sl], y[sl], z, posterior, recon, draws.rows(sl), _rows(targets, sl))
+        backward(loss / len(micro), opt.scaler)
+        zs.append(z.detach())
+        recons.append(recon.detach())
+        add_mean(metrics, parts, len(micro))
+    metrics["grad_norm/vae"] = clip_and_step(opt.vae, state.nets.vae, cfg, opt.scaler, average_across_processes=True)
+    return torch.cat(zs), torch.cat(recons), metrics
+
+
+def vae_loss(state, x, y, z, posterior, recon, draws: StepDraws, targets):
+    """Update 1's loss. The SiT runs frozen and in eval mode: its BatchNorm normalises with the running
+    statistics (constants) and the gradient flows through them to z; label dropout is off."""
+    cfg, route, nets = state.cfg, state.route, state.nets
+    parts: dict[str, Tensor] = {}
+    with frozen_eval(nets.sit), autocast(cfg, state.device):
+        z_norm = nets.sit.normalize_latent(z)
+        x_t = interpolate(z_norm, draws.noise, draws.t)
+        if route.vae_gets_diffusion:
+            velocity, projected = nets.sit(x_t, draws.t, y)
+            parts["diffusion_vae"] = diffusion_loss(velocity, z_norm, draws.noise)
+        elif route.vae_gets_repa:
+            # the REPA loss needs the hidden state at the alignment depth only: the rest of the SiT is skipped
+            _, projected = nets.sit(x_t, draws.t, y, stop_at_depth=cfg.alignment_depth)
+        if route.vae_gets_repa:
+            parts["repa_vae"] = repa_loss(projected, targets)
+    loss = parts.get("diffusion_vae", 0.0) + cfg.vae_align_proj_coeff * parts.get("repa_vae", 0.0)
+    if route.vae_reg:
+        disc = nets.discriminator if gan_is_on(state) else None
+        # the generator term runs the discriminator in train mode, as the reference loss does
+        with no_param_grads(disc) if disc is not None else nullcontext():
+            reg, reg_parts = vae_regularisation(
+                x, recon, kl_loss(posterior), perceptual=nets.perceptual, discriminator=disc,
+                l1_weight=cfg.l1_weight, perceptual_weight=cfg.perceptual_weight,
+                kl_weight=cfg.kl_weight, gan_weight=cfg.gan_weight)
+        loss = loss + reg
+        parts.update(reg_parts)
+    metrics = {f"loss/{k}": v.detach() for k, v in parts.items()}
+    metrics["loss/vae_total"] = loss.detach()
+    return loss, metrics
+
+
+def discriminator_update(state, x: Tensor, recon: Tensor) -> dict[str, Tensor]:
+    """Update 2: the PatchGAN's hinge loss on real images and the (detached) reconstruction, in fp32."""
+    cfg, opt, disc = state.cfg, state.optimizers, state.nets.discriminator
+    opt.disc.zero_grad(set_to_none=True)
+    micro = micro_batches(len(x), cfg.grad_accumulation)
+    metrics = {}
+    for sl in micro:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            loss = discriminator_hinge_loss(disc(x[sl].float()), disc(recon[sl].detach().float()))
+        backward(loss / len(micro), opt.scaler)
+        add_mean(metrics, {"loss/disc": loss.detach()}, len(micro))
+    metrics["grad_norm/disc"] = clip_and_step(opt.disc, disc, cfg, opt.scaler, average_across_processes=True)
+    return metrics
+
+
+def sit_update(state, z: Tensor, y: Tensor, draws: StepDraws, targets: list[Tensor] | None) -> dict[str, Tensor]:
+    """Update 3: SiT + projector on the detached latent, in train mode; the latent BatchNorm tracks batch
+    statistics where the recipe lets it. `draws.drop_labels` replaces the SiT's own random label dropout, so
+    that N processes draw exactly what one process would."""
+    cfg, route, opt, sit = state.cfg, state.route, state.optimizers, state.nets.sit
+    z = z.detach()                          # the stop-gradient: nothing of this update reaches the VAE
+    sit.train()
+    if not route.bn_tracks_batches:
+        sit.bn.eval()
+    opt.sit.zero_grad(set_to_none=True)
+    micro = micro_batches(len(z), cfg.grad_accumulation)
+    metrics = {}
+    for i, sl in enumerate(micro):
+        # DDP averages the gradients once, in the backward of the last micro-batch
+        last = i == len(micro) - 1
+        with nullcontext() if state.sit_ddp is None or last else state.sit_ddp.no_sync():
+            d = draws.rows(sl)
+            with autocast(cfg, state.device):
+                z_norm = sit.normalize_latent(z[sl])
+                velocity, projected = state.sit_forward(interpolate(z_norm, d.noise, d.t), d.t, y[sl],
+                                                        force_drop_ids=d.drop_labels)
+                diffusion = diffusion_loss(velocity, z_norm, d.noise)
+                parts, loss = {"loss/diffusion": diffusion.detach()}, diffusion
+                if route.uses_repa:
+                    repa = repa_loss(projected, _rows(targets, sl))
+                    loss = loss + cfg.proj_coeff * repa
+                    parts["loss/repa"] = repa.detach()
+            backward(loss / len(micro), opt.scaler)
+        add_mean(metrics, parts, len(micro))
+    # the SiT's gradients are averaged across processes by its DistributedDataParallel wrapper
+    metrics["grad_norm/sit"] = clip_and_step(opt.sit, sit, cfg, opt.scaler, average_across_processes=False)
+    return metrics
+
+
+def gan_is_on(state) -> bool:
+    return state.route.vae_reg and state.nets.discriminator is not None and state.step >= state.cfg.disc_start
+
+
+def target_tokens(state, x: Tensor) -> list[Tensor]:
+    """The REPA targets of the images: one token tensor per target encoder (no gradient)."""
+    with torch.no_grad(), autocast(state.cfg, state.device):
+        return [state.nets.target_encoder(x).float()]
+
+
+def encode_posterior_sample(state, x: Tensor, eps: Tensor, trains: bool):
+    """Posterior sample z = mean + std * eps (and the reconstruction when the VAE trains)."""
+    vae = state.nets.vae
+    with torch.set_grad_enabled(trains), autocast(state.cfg, state.device):
+        _, posterior = encode(vae, x, sample=False)
+        z = posterior.mean + posterior.std * eps                      # REPA-E trains on posterior samples
+        recon = decode(vae, z) if trains else None
+    return z.float(), posterior, recon
+
+
+def latent_shape(vae, x: Tensor) -> tuple[int, int, int]:
+    f = downsample_factor(vae)
+    return (latent_channels(vae), x.shape[-2] // f, x.shape[-1] // f)
+
+
+def latent_statistics(z: Tensor) -> dict[str, Tensor]:
+    """Cheap per-step summaries of the latent (Table 1's spatial variance and total variation, per image),
+    as device scalars."""
+    z = z.detach().float()
+    spatial_var = z.flatten(2).var(dim=2).mean()                   # variance over positions, per channel and image
+    tv = (z[..., 1:, :] - z[..., :-1, :]).abs().sum((1, 2, 3)) + (z[..., :, 1:] - z[..., :, :-1]).abs().sum((1, 2, 3))
+    return {"latent/mean": z.mean(), "latent/std": z.std(), "latent/spatial_var": spatial_var,
+            "latent/total_variation": tv.mean()}
+
+
+def _rows(targets: list[Tensor] | None, sl: slice) -> list[Tensor]:
+    return [t[sl] for t in targets] if targets is not None else []
