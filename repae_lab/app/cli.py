@@ -7,6 +7,8 @@
     repae-lab eval RUN [--n N --space workshop,dinov2,inception ...]
     repae-lab probe RUN [RUN ...] [--out DIR] [--recompute] [--no-umap]
     repae-lab presets
+    repae-lab import-checkpoint SRC --out RUN [--vae SRC] [--latents-stats FILE]
+    repae-lab compare-vaes --vae A --vae B ... --images FOLDER_OR_DATASET --out DIR
 """
 from __future__ import annotations
 
@@ -165,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)
+
+    from ..released.cli import add_subcommands as add_released
+    add_released(sub)                  # import-checkpoint, compare-vaes
     return parser
 
 
