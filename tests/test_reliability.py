@@ -73,7 +73,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, tiny, ca
     blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])      # truncated
     state = load_for_sampling(tmp_path / "run")
     assert state.step == 2
-    assert "sit.safetensors is damaged" in capsys.readouterr().out
+    assert "sit.safetensors is damaged" in capsys.readouterr().err
 
 
 def test_a_checkpoint_without_manifest_is_incomplete(tmp_path, tiny):
@@ -168,7 +168,7 @@ def test_policy_warn_records_and_continues(tmp_path, tiny, monkeypatch, capsys):
     train(cfg, tmp_path / "run", progress=False)
     events = [r for r in rundir.read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("event") == "alarm"]
     assert [(e["step"], e["alarm"], e["policy"]) for e in events] == [(3, "nonfinite", "warn")]
-    assert "repae-lab alarm [nonfinite]" in capsys.readouterr().out
+    assert "repae-lab alarm [nonfinite]" in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 5
 
 

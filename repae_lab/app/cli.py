@@ -1,11 +1,12 @@
 """`repae-lab`: the command line over the library.
 
     repae-lab train --preset workshop --recipe repa-e --out runs/workshop-repa-e [--set key=value ...] [--config FILE.yaml]
-    repae-lab train --resume RUN
+    repae-lab train --resume RUN [--set steps=2000 lr=5e-5 ...]
     repae-lab export-vae RUN --out DIR
     repae-lab sample RUN --n N --out FILE [--sampler sde|euler|heun --steps K --cfg S --interval LOW,HIGH --seed S]
     repae-lab eval RUN [--n N --space workshop,dinov2,inception ...]
     repae-lab probe RUN [RUN ...] [--out DIR] [--recompute] [--no-umap]
+    repae-lab quickstart --out DIR [--set key=value ...]
     repae-lab presets
     repae-lab import-checkpoint SRC --out RUN [--vae SRC] [--latents-stats FILE]
     repae-lab compare-vaes --vae A --vae B ... --images FOLDER_OR_DATASET --out DIR
@@ -23,7 +24,10 @@ def _train(args) -> int:
     from .launch import train
 
     if args.resume:
-        summary = train(resume=args.resume, progress=not args.quiet)
+        if args.config or args.dry_run:
+            raise ConfigError("--resume continues a run with its own config.json; --config / --dry-run apply to new "
+                              "runs (change keys on resume with --set KEY=VALUE).")
+        summary = train(resume=args.resume, overrides=parse_overrides(args.set), progress=not args.quiet)
     else:
         cfg = resolve_config(args.preset, recipe=args.recipe, yaml_file=args.config, overrides=parse_overrides(args.set))
         if args.dry_run:
@@ -109,6 +113,15 @@ def _add_sampling_args(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _quickstart(args) -> int:
+    from .quickstart import QUICKSTART_RECIPES, quickstart
+
+    recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip()) if args.recipes else QUICKSTART_RECIPES
+    quickstart(args.out, preset=args.preset, recipes=recipes, overrides=parse_overrides(args.set), jobs=args.jobs,
+               eval_n=args.eval_n)
+    return 0
+
+
 def _presets(args) -> int:
     for name, values in PRESETS.items():
         print(f"{name}: dataset={values.get('dataset')} resolution={values.get('resolution')} vae={values.get('vae')} "
@@ -126,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None, help=f"one of: {', '.join(RECIPES)} (default: repa-e)")
     p.add_argument("--out", default=None, help="run directory to create (default runs/PRESET-RECIPE)")
     p.add_argument("--config", default=None, help="YAML file of key: value overrides")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=[], help="config overrides, e.g. steps=1000")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                   help="config overrides, e.g. --set steps=1000 seed=1 (repeatable); with --resume, the keys "
+                        "that may change on resume (steps, learning rates, cadences, alarm policy, speed switches)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN from its last good checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -165,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
     p.set_defaults(func=_probe)
 
+    p = sub.add_parser("quickstart", help="train repa, e2e-diffusion and repa-e side by side, probe and evaluate "
+                                          "them, and write DIR/report.html (the README's main job)")
+    p.add_argument("--out", default="runs/quickstart", help="folder for the runs and report.html")
+    p.add_argument("--preset", default="workshop", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--recipes", default=None, help="comma-separated (default: repa,e2e-diffusion,repa-e)")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                   help="config overrides for every run, e.g. --set steps=200")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each when more than one)")
+    p.add_argument("--eval-n", type=int, default=1000, help="samples for each run's final FD")
+    p.set_defaults(func=_quickstart)
+
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)
 
@@ -177,12 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..data import DatasetError
     from ..metrics.feature_spaces import FeatureSpaceError
-    from ..rundir import RunError
+    from ..rundir import CheckpointError, RunError
     from ..sampling import SamplingError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, RunError, SamplingError, FeatureSpaceError) as err:
+    except (ConfigError, DatasetError, RunError, CheckpointError, SamplingError, FeatureSpaceError) as err:
         print(f"repae-lab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,8 +11,8 @@ from ..training.loop import train as train_loop
 
 
 def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          progress: bool = True, on_metrics=None) -> dict[str, Any]:
-    """Train `cfg` into `out` (or continue the run at `resume`), evaluating every eval_every steps.
-    See training.loop.train; returns the run summary."""
-    return train_loop(cfg, out, resume=resume, progress=progress, on_metrics=on_metrics,
+          overrides: dict[str, Any] | None = None, progress: bool = True, on_metrics=None) -> dict[str, Any]:
+    """Train `cfg` into `out` (or continue the run at `resume`, with `overrides`), evaluating every eval_every
+    steps. See training.loop.train; returns the run summary."""
+    return train_loop(cfg, out, resume=resume, overrides=overrides, progress=progress, on_metrics=on_metrics,
                       evaluate=TrainingEvaluator())

@@ -7,20 +7,16 @@ the fix; nothing deeper in the library has to re-check user input.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .inputs import ConfigError, load_yaml
 from .presets import PRESETS
 from .recipes import RECIPES, routing
 from .schema import FIELD_NAMES, FIELD_TYPES, Config
 from .sizes import SIT_SIZES
-
-
-class ConfigError(ValueError):
-    """A configuration key or value a user supplied is wrong; the message says which and how to fix it."""
 
 
 def _suggest(word: str, choices) -> str:
@@ -129,40 +125,29 @@ def _check_ranges(cfg: Config) -> None:
     spaces = [x.strip() for x in cfg.eval_space.split(",") if x.strip()]
     need(cfg.eval_space == "auto" or all(x in ("workshop", "dinov2", "inception") for x in spaces),
          f"eval_space must be auto or a comma-separated list of workshop, dinov2, inception; got '{cfg.eval_space}'.")
+    need(cfg.eval_cfg_scale >= 0, f"eval_cfg_scale must be 0 or more (1 = no guidance), got {cfg.eval_cfg_scale}.")
+    need(len(cfg.eval_interval) == 2 and 0 <= cfg.eval_interval[0] <= cfg.eval_interval[1] <= 1,
+         f"eval_interval must be LOW,HIGH with 0 <= LOW <= HIGH <= 1, got {cfg.eval_interval}.")
     need(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {cfg.keep_checkpoints}.")
     for key in ("lr", "vae_lr", "disc_lr"):
         need(0 < getattr(cfg, key) < 1, f"{key} must be between 0 and 1 (the paper uses 1e-4), got {getattr(cfg, key)}.")
     need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}.")
+    for key in ("adam_beta1", "adam_beta2"):
+        need(0 <= getattr(cfg, key) < 1, f"{key} must be in [0, 1) (the paper uses 0.9 and 0.999), got {getattr(cfg, key)}.")
+    need(cfg.adam_eps > 0, f"adam_eps must be positive (the paper uses 1e-8), got {cfg.adam_eps}.")
+    need(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device) is not None,
+         f"device must be auto, cpu, cuda, cuda:N or mps, got '{cfg.device}'.")
+    if routing(cfg).trains_vae and cfg.vae_reg and cfg.gan_weight > 0:
+        # the PatchGAN halves the image disc_layers times, then two 4x4 convolutions need a 3x3 map to act on
+        smallest = 3 * 2 ** cfg.disc_layers
+        need(cfg.resolution >= smallest, f"resolution {cfg.resolution} is too small for the PatchGAN with disc_layers="
+             f"{cfg.disc_layers} (it needs at least {smallest}); raise resolution, lower disc_layers or set gan_weight=0.")
     need(0 <= cfg.class_dropout_prob < 1, f"class_dropout_prob must be in [0, 1), got {cfg.class_dropout_prob}.")
     need(0 < cfg.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {cfg.bn_momentum}.")
     need(cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}.")
     need(all(0.0 <= t <= 1.0 for t in cfg.snapshot_t), f"snapshot_t values must lie in [0, 1], got {cfg.snapshot_t}.")
     for key in ("proj_coeff", "vae_align_proj_coeff", "l1_weight", "perceptual_weight", "kl_weight", "gan_weight", "weight_decay"):
         need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist; pass the path of a YAML file of key: value lines.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of key: value lines, not a {type(data).__name__}.")
-    return data
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, str]:
-    """Parse `key=value` strings from the command line."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key=value, e.g. steps=1000.")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
 
 
 def resolve_config(preset: str = "workshop", *, recipe: str | None = None, yaml_file: str | Path | None = None,
@@ -195,3 +180,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config(**{k: _coerce(k, v) for k, v in data.items()})
     _check_ranges(cfg)
     return cfg
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """`cfg` with `overrides` applied (keys checked and values coerced as for resolve_config)."""
+    for key in overrides:
+        if key not in FIELD_NAMES:
+            raise ConfigError(f"unknown config key '{key}' (from override).{_suggest(key, FIELD_NAMES)} "
+                              f"Valid keys: {', '.join(FIELD_NAMES)}.")
+    new = Config(**{**cfg.to_dict(), **{k: _coerce(k, v) for k, v in overrides.items()}})
+    _check_ranges(new)
+    return new

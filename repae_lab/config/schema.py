@@ -38,6 +38,11 @@ class Config:
     perceptual: str = "auto"           # auto | lpips | workshop | none  (auto: LPIPS-VGG where its weights exist)
     disc_layers: int = 2               # PatchGAN depth (3 in the paper; 2 fits 16x16 images)
     disc_ndf: int = 32                 # PatchGAN base width (64 in the paper)
+    disc_weights: str | None = None    # a pretrained discriminator to start from (the official recipe does): its
+                                       # checkpoint file or a training checkpoint holding `discriminator`; None = fresh
+    train_pos_embed: bool = False      # also train the fixed sin-cos pos_embed, as the official code does by
+                                       # accident (docs/official_code.md); off = the paper's fixed embedding
+    lpips_double_rescale: bool = False # the official LPIPS's second x*2-1 on [-1, 1] inputs (docs/official_code.md)
     # optimisation (AdamW per module, REPAE_FACTS section 2)
     steps: int = 500
     batch_size: int = 32               # global batch
@@ -88,6 +93,8 @@ class Config:
     eval_n: int = 128                  # class-balanced samples per evaluation
     eval_sampler: str = "heun"         # sde | euler | heun
     eval_steps: int = 10               # sampler steps
+    eval_cfg_scale: float = 1.0        # classifier-free guidance of the evaluation samples (1 = none)
+    eval_interval: tuple[float, ...] = (0.0, 1.0)  # guide only where low <= t <= high
     eval_space: str = "auto"           # auto | comma-separated: workshop, dinov2, inception
     eval_inception_weights: str | None = None
     eval_dinov2_weights: str | None = None   # None: target_encoder_weights when the target is dinov2-b

@@ -34,7 +34,8 @@ class TrainingEvaluator:
 
     def _evaluate(self, state, run: Path | None) -> dict[str, Any]:
         cfg = state.cfg
-        spec = SamplingSpec(sampler=cfg.eval_sampler, steps=cfg.eval_steps, seed=cfg.seed)
+        spec = SamplingSpec(sampler=cfg.eval_sampler, steps=cfg.eval_steps, cfg_scale=cfg.eval_cfg_scale,
+                            interval=tuple(cfg.eval_interval), seed=cfg.seed)
         if self._spaces is None:
             names, weights = training_eval_spaces(cfg)
             self._spaces = build_spaces(names, dataset=state.dataset, weights=weights, cache_dir=cfg.cache_dir,

@@ -136,3 +136,18 @@ def discriminator_hinge_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor
 def generator_hinge_loss(logits_fake: Tensor) -> Tensor:
     """-E[D(fake)]: the generator (VAE decoder) pushes its reconstructions' logits up."""
     return -torch.mean(logits_fake)
+
+
+def pretrained_discriminator_state(obj) -> dict[str, Tensor]:
+    """The PatchGAN state dict inside a released file: the bare state dict (REPA-E's *-discriminator-ckpt.pt),
+    the `discriminator` entry of a training checkpoint, or the VAE-loss module's `discriminator.*` keys; DDP and
+    torch.compile prefixes are stripped. The key names are taming's NLayerDiscriminator, which this class keeps."""
+    if isinstance(obj, dict) and isinstance(obj.get("discriminator"), dict):
+        obj = obj["discriminator"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError("the file holds no discriminator state dict (a dict of tensors, or one under "
+                         "'discriminator'); pass the *-discriminator-ckpt.pt file or a training checkpoint.")
+    for prefix in ("module.", "_orig_mod.", "discriminator."):
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj

@@ -267,10 +267,8 @@ class SiT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-        # Projectors keep PyTorch's default init (as REPA), so skip them in the xavier pass.
-        for name, child in self.named_children():
-            if name != "projectors":
-                child.apply(_basic_init)
+        # every Linear, the REPA projectors included (as REPA's and REPA-E's initialize_weights do)
+        self.apply(_basic_init)
 
         grid = int(math.isqrt(self.cfg.num_patches))
         self.pos_embed.data.copy_(sincos_pos_embed_2d(self.cfg.hidden_size, grid).unsqueeze(0))

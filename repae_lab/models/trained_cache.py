@@ -49,6 +49,10 @@ def cached_trained_model(kind: str, prefix: str, dataset, cfg, *, seed: int, ste
            else torch.arange(n))
     images, labels = load_data(dataset, idx)
     model, stats = fit(images, labels)
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:     # a diverged network must not become every later run's starting point
+        raise ValueError(f"training the {prefix} {kind[:-1]} on {dataset.name} gave non-finite weights ({bad[0]}, ...); "
+                         f"it was not cached. Try again with another seed, or fewer steps.")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(path, model.state_dict(), metadata={"config": key_src, "stats": json.dumps(stats)})
     return model, stats

@@ -96,7 +96,8 @@ VAE_CONFIGS: dict[str, dict] = {
         sample_size=256,
         **_levels(4),
     ),
-    # IN-VAE / VA-VAE f16d32 shape: f16, 32 latent channels.
+    # IN-VAE / VA-VAE f16d32 shape: f16, 32 latent channels, and (as the LDM f16 VAEs) attention in the blocks
+    # of the lowest resolution, 16x16 for 256 px images (attn_resolutions=[16]).
     "f16c32": dict(
         in_channels=3,
         out_channels=3,
@@ -105,7 +106,8 @@ VAE_CONFIGS: dict[str, dict] = {
         norm_num_groups=32,
         latent_channels=32,
         sample_size=256,
-        **_levels(5),
+        down_block_types=("DownEncoderBlock2D",) * 4 + ("AttnDownEncoderBlock2D",),
+        up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 4,
     ),
 }
 

@@ -61,6 +61,10 @@ def save_e2e_vae(vae, out_dir, *, latents_mean: Tensor, latents_std: Tensor) -> 
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.rmdir(old)
             os.rename(out_dir, old)
+        # mkdtemp makes the folder private (0700); an exported VAE is meant to be shared like any folder
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         os.rename(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,20 +11,18 @@ import re
 
 import torch
 
-from ..models.discriminator import PatchDiscriminator
+from ..models.discriminator import PatchDiscriminator, pretrained_discriminator_state
 from ..rundir.safe_load import state_dict_mismatch
 from .errors import ReleasedModelError, mismatch_message
-from .sources import find_weights_file, is_state_dict, locate, read_weights, strip_prefixes
+from .sources import find_weights_file, locate, read_weights
 
 
 def discriminator_state(obj, what: str) -> dict[str, torch.Tensor]:
     """The discriminator's state dict inside whatever the file holds."""
-    if isinstance(obj, dict) and isinstance(obj.get("discriminator"), dict):
-        obj = obj["discriminator"]
-    if not is_state_dict(obj):
-        raise ReleasedModelError(f"{what} holds no discriminator state dict (a dict of tensors, or one under "
-                                 f"'discriminator'); pass the *-discriminator-ckpt.pt file or a training checkpoint.")
-    return strip_prefixes(strip_prefixes(obj), ("discriminator.",))
+    try:
+        return pretrained_discriminator_state(obj)
+    except ValueError as err:
+        raise ReleasedModelError(f"{what}: {err}") from None
 
 
 def discriminator_shape(state: dict[str, torch.Tensor], what: str) -> dict:

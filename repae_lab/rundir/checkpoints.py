@@ -7,10 +7,12 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
@@ -93,7 +95,12 @@ def verify_checkpoint(path: Path) -> None:
     manifest_path = Path(path) / "manifest.json"
     if not manifest_path.is_file():
         raise CheckpointError(f"checkpoint '{path}' has no manifest.json (incomplete write)")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a mapping")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint '{path}': manifest.json is unreadable ({err})") from None
     for name, digest in manifest.items():
         f = Path(path) / name
         if not f.is_file():
@@ -103,18 +110,46 @@ def verify_checkpoint(path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """The tensors of every file and state.json of a verified checkpoint; CheckpointError when any cannot be
+    read, even with a consistent manifest (e.g. a file replaced together with its checksum)."""
     verify_checkpoint(path)
     path = Path(path)
-    files = {p.stem: load_file(str(p)) for p in path.glob("*.safetensors")}
-    return files, json.loads((path / "state.json").read_text())
+    try:
+        files = {p.stem: load_file(str(p)) for p in path.glob("*.safetensors")}
+        return files, json.loads((path / "state.json").read_text())
+    except (SafetensorError, OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint '{path}' cannot be read ({str(err).splitlines()[0] if str(err) else err})") from None
 
 
-def latest_good_checkpoint(run_dir: Path, *, warn=print) -> Path | None:
-    """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def good_checkpoints(run_dir: Path, *, warn=_warn) -> Iterator[Path]:
+    """The checkpoints that verify, newest first, verified one at a time as they are asked for; damaged ones are
+    reported (to stderr) and skipped."""
     for path in reversed(checkpoint_dirs(run_dir)):
         try:
             verify_checkpoint(path)
-            return path
         except CheckpointError as err:
             warn(f"warning: {err}; falling back to the previous checkpoint")
-    return None
+            continue
+        yield path
+
+
+def latest_good_checkpoint(run_dir: Path, *, warn=_warn) -> Path | None:
+    """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
+    return next(good_checkpoints(run_dir, warn=warn), None)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Folders and files a killed writer left under temporary names (checkpoints/.tmp-step-N-PID/, .NAME.tmpPID):
+    only the lock holder may call this, so none of them can still be being written. Returns what was removed."""
+    run_dir = Path(run_dir)
+    stale = list((run_dir / CHECKPOINT_DIR).glob(".tmp-step-*")) if (run_dir / CHECKPOINT_DIR).is_dir() else []
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR, run_dir / "snapshots", run_dir / "eval", run_dir / "probes"):
+        if folder.is_dir():
+            stale += [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale

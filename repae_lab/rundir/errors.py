@@ -8,3 +8,8 @@ class RunError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message says why and what to do."""
+
+
+class ArchitectureMismatch(CheckpointError):
+    """A readable checkpoint whose tensors do not fit the model built from the config (another size, patch,
+    channels, classes...): falling back to an older checkpoint of the same run would not help."""

@@ -10,6 +10,8 @@
       checkpoints/step-NNNNNNNN/   sit, ema, vae, discriminator, optimizer tensors + state.json + manifest.json
       eval/                        evaluations: step-NNNNNNNN-TAG.{json,png,npz}
       probes/                      probe results cached per snapshot
+      environment.json             torch threads and versions the run started with (a bitwise resume needs the same)
+      config_history.jsonl         the keys changed on each resume (`train --resume RUN --set ...`)
       summary.json                 written when a run finishes
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ SIT_CONFIG = "sit_config.json"
 METRICS = "metrics.jsonl"
 PROBE_SET = "probe_set.json"
 SUMMARY = "summary.json"
+ENVIRONMENT = "environment.json"        # what a bitwise resume depends on (torch threads, versions)
+CONFIG_HISTORY = "config_history.jsonl"  # every change of config.json on resume: {time, step, changes}
 EVAL_DIR = "eval"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import CheckpointError
+from .errors import ArchitectureMismatch, CheckpointError
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -37,6 +37,18 @@ def load_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"'{path}' is not a readable torch checkpoint (truncated or corrupt?): {err}") from None
 
 
+def load_weights_file(path: str | Path) -> Any:
+    """A .safetensors file, or a torch file through load_torch_file: never an unsafe unpickling."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise CheckpointError(f"weights file '{path}' does not exist.")
+        return load_file(str(path))
+    return load_torch_file(path)
+
+
 def state_dict_mismatch(module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Human-readable differences between a module and a state dict (missing, unexpected, shape)."""
     own = module.state_dict()
@@ -52,7 +64,7 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], w
     problems = state_dict_mismatch(module, state)
     if problems:
         shown = "\n  ".join(problems[:12]) + (f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else "")
-        raise CheckpointError(
+        raise ArchitectureMismatch(
             f"the {what} checkpoint does not fit this architecture ({len(problems)} differences):\n  {shown}\n"
             f"It was probably written with another model size, patch size, latent channels, number of classes "
             f"or target encoder: use the configuration it was trained with.")

@@ -1,4 +1,4 @@
-"""A TrainState to and from a checkpoint folder (runs/checkpoints.py writes and verifies the files).
+"""A TrainState to and from a checkpoint folder (rundir/checkpoints.py writes and verifies the files).
 
 The file and tensor names are the checkpoint format: sit, ema, vae, discriminator and optimizers
 (prefixed sit / vae / disc); state.json holds the step, the optimizers' scalars and fp16's scaler."""

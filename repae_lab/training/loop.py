@@ -8,16 +8,19 @@ hands the loop an `evaluate(state, run) -> record` callable (evaluation/during_t
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from .. import rundir
-from ..config import Config, config_from_dict
+from ..config import Config, config_from_dict, resume_config
 from ..models.from_run import run_vae_architecture, write_sit_config
 from ..rundir import RunError, layout
 from . import distributed as dist
@@ -40,9 +43,11 @@ class TrainingStopped(RunError):
 
 
 def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
-          progress: bool = True, on_metrics=None, evaluate: Evaluate | None = None) -> dict[str, Any]:
-    """Train `cfg` into run directory `out` (new), or continue the run at `resume` from its last checkpoint.
+          overrides: dict[str, Any] | None = None, progress: bool = True, on_metrics=None,
+          evaluate: Evaluate | None = None) -> dict[str, Any]:
+    """Train `cfg` into run directory `out` (new), or continue the run at `resume` from its last good checkpoint.
 
+    `overrides` change a resumed run's config (only RESUME_SAFE_KEYS; recorded in RUN/config_history.jsonl).
     `evaluate(state, run)`, when given, is called at step 0 and every cfg.eval_every steps on rank 0; its
     record is appended to the metrics log. `on_metrics(step, means)` gets every logged interval. Returns the
     run summary (also written to summary.json). One process at a time may write a run directory."""
@@ -51,34 +56,55 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
     else:
         if cfg is None or out is None:
             raise RunError("train() needs a config and an output folder, or resume=RUN.")
+        if overrides:
+            raise RunError("overrides apply to a resumed run; for a new run put them in the config.")
         run = Path(out)
         if (run / layout.CONFIG).exists():
             raise RunError(f"'{run}' already holds a run; continue it with `repae-lab train --resume {run}` "
                            f"or pick a new --out folder.")
-    dist.init_from_env(cfg.device if cfg is not None else "auto")
+    created = resume is None and not run.exists()
+    try:
+        dist.init_from_env(cfg.device if cfg is not None else "auto")
+    except ValueError as err:
+        raise RunError(str(err)) from None
     try:
         # under torchrun only rank 0 writes the run directory, so only rank 0 holds its lock
         with rundir.RunLock(run) if dist.is_main() else nullcontext():
-            return _train_locked(cfg, run, resume is not None, progress and dist.is_main(), on_metrics, evaluate)
+            return _train_locked(cfg, run, resume is not None, dict(overrides or {}), progress and dist.is_main(),
+                                 on_metrics, evaluate)
     except rundir.RunLockedError as err:
         raise RunError(str(err)) from None
+    except FirstStepFailed as err:
+        if created and dist.is_main():           # it holds nothing yet, and would block the same --out
+            shutil.rmtree(run, ignore_errors=True)
+        raise RunError(f"{err}{' (the new run folder was removed)' if created else ''}") from None
 
 
-def _train_locked(cfg, run: Path, resuming: bool, progress: bool, on_metrics, evaluate) -> dict[str, Any]:
+class FirstStepFailed(RunError):
+    """The very first training step of a run failed: a set-up the config allows but the models cannot run."""
+
+
+def _train_locked(cfg, run: Path, resuming: bool, overrides: dict, progress: bool, on_metrics, evaluate) -> dict[str, Any]:
     t_start = time.time()
+    state = None
     if resuming:
-        cfg = config_from_dict(json.loads((run / layout.CONFIG).read_text()))
-        state = build_state(cfg, progress=progress, vae=run_vae_architecture(run))
-        ckpt = rundir.latest_good_checkpoint(run)
-        if ckpt is not None:
-            restore_checkpoint(state, ckpt)
-        dist.barrier()                 # every rank has read the checkpoint before rank 0 edits the log
+        cfg, changes = _resumed_config(run, overrides)
         if dist.is_main():
-            _truncate_metrics(run, state.step)
-    else:
+            for path in rundir.remove_stale_temporaries(run):
+                _warn(f"removed {path.relative_to(run)}, left by a writer that was killed")
+            _check_environment(run)
+        state = _restore(cfg, run, progress)
+        if state is not None:
+            _set_changed_learning_rates(state, changes)
+        dist.barrier()                 # every rank has read the checkpoint before rank 0 edits the log
+        if state is not None and dist.is_main():
+            with _disk_errors("metrics log", state.step, run):
+                _truncate_metrics(run, state.step)
+    if state is None:                  # a new run, or a resumed one with no usable checkpoint: start at step 0
         state = build_state(cfg, progress=progress)
         if dist.is_main():
-            prepare_run_dir(cfg, run, state)
+            with _disk_errors("run directory", 0, run):
+                prepare_run_dir(cfg, run, state)
             _snapshot(state, run)
         if cfg.eval_every and evaluate is not None:
             _evaluate(state, run, evaluate)   # the FD curve starts at step 0, and missing weights fail before training
@@ -88,11 +114,81 @@ def _train_locked(cfg, run: Path, resuming: bool, progress: bool, on_metrics, ev
     return summary
 
 
+def _set_changed_learning_rates(state: TrainState, changes: dict) -> None:
+    """A learning rate changed on resume replaces the one the optimizer state was saved with."""
+    keys = {"sit": "lr", "vae": "vae_lr", "disc": "disc_lr"}
+    for name, opt in state.optimizers.named().items():
+        if keys[name] in changes:
+            for group in opt.param_groups:
+                group["lr"] = state.optimizers.base_lr(state.cfg, name)
+
+
+def _resumed_config(run: Path, overrides: dict) -> tuple[Config, dict]:
+    """The run's config.json with the resume's overrides applied (and recorded in the config history)."""
+    try:
+        saved = config_from_dict(json.loads((run / layout.CONFIG).read_text()))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RunError(f"'{run / layout.CONFIG}' is not a readable config ({str(err).splitlines()[0]}); restore "
+                       f"it, or start a new run with --out.") from None
+    cfg, changes = resume_config(saved, overrides)
+    if changes and dist.is_main():
+        rundir.atomic_write_text(run / layout.CONFIG, cfg.to_json())
+        step = max((int(p.name.split("-")[1]) for p in rundir.checkpoint_dirs(run)), default=0)
+        rundir.append_jsonl(run / layout.CONFIG_HISTORY, {"time": round(time.time(), 1), "at_checkpoint": step,
+                                                          "changes": changes})
+        _warn(f"resuming with {', '.join(f'{k}={v[1]!r} (was {v[0]!r})' for k, v in changes.items())}")
+    return cfg, changes
+
+
+def _restore(cfg: Config, run: Path, progress: bool) -> TrainState | None:
+    """The state at the newest checkpoint that loads; None when there is none (the run then restarts at step
+    0, as a fresh run would: the same pretrained VAE, the same result). A finished run is never restarted."""
+    state = None
+    for ckpt in rundir.good_checkpoints(run):
+        if state is None:
+            state = build_state(cfg, progress=progress, vae=run_vae_architecture(run))
+        try:
+            restore_checkpoint(state, ckpt)
+        except rundir.ArchitectureMismatch as err:
+            raise RunError(f"{ckpt.name} of '{run}' does not fit the run's config.json ({str(err).splitlines()[1].strip()}, "
+                           f"...): was config.json edited? Put its model keys back, or start a new run with --out.") from None
+        except rundir.CheckpointError as err:
+            _warn(f"warning: {err}; falling back to the previous checkpoint")
+            continue
+        return state
+    if (run / layout.SUMMARY).exists():
+        raise RunError(f"'{run}' finished but none of its checkpoints can be read; it is not retrained over its "
+                       f"history. Copy it elsewhere to keep its logs, then train a new run with --out.")
+    if dist.is_main():
+        _warn(f"'{run}' has no usable checkpoint (the run stopped before its first one, or every one is damaged): "
+              f"starting it again from step 0, exactly as a fresh run would.")
+    return None
+
+
+def _check_environment(run: Path) -> None:
+    """Bitwise resume holds only at the thread count the run started with (docs/reliability.md)."""
+    env = rundir.read_json(run / layout.ENVIRONMENT) or {}
+    threads = env.get("torch_threads")
+    if threads is not None and threads != torch.get_num_threads():
+        _warn(f"warning: '{run}' started with {threads} torch threads and this resume runs with "
+              f"{torch.get_num_threads()}: it continues, but not bitwise as an uninterrupted run would (set "
+              f"OMP_NUM_THREADS={threads} for that).")
+
+
+def _warn(message: str) -> None:
+    print(f"repae-lab: {message}", file=sys.stderr)
+
+
 def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
+    """The files a run writes before step 0. A metrics log from an earlier attempt that never checkpointed is
+    emptied: the run starts again from step 0."""
     out.mkdir(parents=True, exist_ok=True)
     rundir.atomic_write_text(out / layout.CONFIG, cfg.to_json())
     rundir.atomic_write_text(out / layout.VAE_CONFIG, json.dumps(dict(state.nets.vae.config), indent=1, default=list))
     write_sit_config(out, state.nets.sit.cfg)
+    rundir.atomic_write_text(out / layout.ENVIRONMENT, json.dumps(
+        {"torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(state.device)}, indent=1))
+    rundir.atomic_write_text(out / layout.METRICS, "")
     if state.probe_indices is not None:
         labels = state.dataset.labels[state.probe_indices]
         rundir.atomic_write_text(out / layout.PROBE_SET, json.dumps(
@@ -123,7 +219,7 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_
         alarms = monitor.check(state.step, metrics)
         for alarm in alarms if main else ():
             rundir.append_jsonl(run / layout.METRICS, alarm.record(cfg.alarm_policy))
-            tqdm.write(f"repae-lab alarm [{alarm.kind}]: {alarm.message} (policy: {cfg.alarm_policy})")
+            tqdm.write(f"repae-lab alarm [{alarm.kind}]: {alarm.message} (policy: {cfg.alarm_policy})", file=sys.stderr)
         if alarms and cfg.alarm_policy == "stop":
             raise TrainingStopped(f"{alarms[0].message}; stopped (alarm_policy=stop). The last checkpoint is kept: "
                                   f"resume with `repae-lab train --resume {run}` or roll back by hand.")
@@ -165,6 +261,13 @@ def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
         raise RunError(f"out of GPU memory at step {state.step} with batch_size {cfg.batch_size}: lower it "
                        f"(--set batch_size={max(1, cfg.batch_size // 2)}) or use mixed_precision=bf16; "
                        f"resume with `repae-lab train --resume RUN` keeps what was done.") from err
+    except (RuntimeError, ValueError) as err:
+        if state.step:
+            raise
+        # the models were built, but this combination cannot run (a shape the config checks do not foresee)
+        raise FirstStepFailed(f"the first training step failed: {str(err).splitlines()[0]}; check resolution, "
+                              f"patch_size and the model sizes (`repae-lab train ... --dry-run` prints the "
+                              f"config).") from err
 
 
 def _flush(run: Path, step: int, window: list[dict[str, float]], t_start: float) -> dict[str, float]:
@@ -177,29 +280,31 @@ def _flush(run: Path, step: int, window: list[dict[str, float]], t_start: float)
 
 
 @contextmanager
-def _disk_errors(what: str, state: TrainState, run: Path):
-    """A failed write (full disk, quota, permissions) stops the run with what is still safe on disk."""
+def _disk_errors(what: str, step: int, run: Path):
+    """A failed write (full disk, quota, permissions) stops the run with what is still safe on disk.
+    safetensors reports a failed write as a SafetensorError, not an OSError."""
     try:
         yield
-    except OSError as err:
-        previous = rundir.latest_good_checkpoint(run)
+    except (OSError, SafetensorError) as err:
+        previous = rundir.latest_good_checkpoint(run, warn=lambda _: None)
         kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
-        raise RunError(f"could not write the {what} of step {state.step} ({err.strerror or err}); {kept}. "
-                       f"Free disk space (or lower keep_checkpoints), then `repae-lab train --resume {run}`.") from err
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise RunError(f"could not write the {what} of step {step} ({reason}); {kept}. Free disk space (or lower "
+                       f"keep_checkpoints), then `repae-lab train --resume {run}`.") from err
 
 
 def _snapshot(state: TrainState, run: Path) -> None:
     if state.probe_indices is None:
         return
     tensors, info = take_snapshot(state)
-    with _disk_errors("probe snapshot", state, run):
+    with _disk_errors("probe snapshot", state.step, run):
         rundir.save_snapshot(run, state.step, tensors, info)
 
 
 def _evaluate(state: TrainState, run: Path, evaluate: Evaluate) -> None:
     """Rank 0 evaluates and logs the record; the others wait, so all leave the step together."""
     if dist.is_main():
-        with _disk_errors("evaluation", state, run):
+        with _disk_errors("evaluation", state.step, run):
             rundir.append_jsonl(run / layout.METRICS, evaluate(state, run))
     dist.barrier()
 
@@ -208,7 +313,7 @@ def _checkpoint(state: TrainState, run: Path) -> None:
     """Rank 0 writes; every rank waits for it, so no process can later read a checkpoint still being written."""
     if dist.is_main():
         files, meta = checkpoint_files(state)
-        with _disk_errors("checkpoint", state, run):
+        with _disk_errors("checkpoint", state.step, run):
             rundir.save_checkpoint(run, state.step, files, meta, keep=state.cfg.keep_checkpoints)
     dist.barrier()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -10,7 +11,7 @@ import torch.nn as nn
 
 from ..config import Config, Routing, routing
 from ..data import DatasetError, class_balanced_indices, load_dataset
-from ..models.discriminator import PatchDiscriminator
+from ..models.discriminator import PatchDiscriminator, pretrained_discriminator_state
 from ..models.perceptual import build_perceptual
 from ..models.sit import SiT
 from ..models.target_encoders import build_target_encoder
@@ -18,6 +19,7 @@ from ..models.vae import VAE_CONFIGS, vae_from_spec
 from ..models.vae_files import latent_stats_from_config
 from ..models.workshop_vae import pretrained_workshop_vae
 from ..rundir import RunError
+from ..rundir.safe_load import load_state_dict_checked, load_weights_file
 from . import distributed as dist
 from .networks import apply_speed_switches, ema_copy, encode_dataset, estimate_latent_stats, new_sit, token_grid
 from .optim import Optimizers, make_optimizers
@@ -51,7 +53,10 @@ class TrainState:
 
 
 def _setup_process(cfg: Config) -> torch.device:
-    device = dist.init_from_env(cfg.device)
+    try:
+        device = dist.init_from_env(cfg.device)
+    except ValueError as err:
+        raise RunError(f"{err} (config key: device)") from None
     note = dist.launcher_precision_note(cfg.mixed_precision)
     if note and dist.is_main():
         print(f"repae-lab: {note}", file=sys.stderr)
@@ -71,16 +76,43 @@ def _starting_vae(cfg: Config, dataset, vae, progress: bool):
     """The VAE every recipe starts from: the given one, or the configured one (pretrained on the dataset once
     and cached, for the workshop VAE configs)."""
     pretrain = vae is None and cfg.vae in VAE_CONFIGS and cfg.vae_pretrain_steps > 0
-    vae = vae if vae is not None else vae_from_spec(cfg.vae, in_channels=dataset.channels)
+    if vae is None:
+        try:
+            vae = vae_from_spec(cfg.vae, in_channels=dataset.channels)
+        except (OSError, ValueError) as err:
+            raise RunError(f"config key vae: {' '.join(str(err).split())}") from None
     if vae.config.in_channels != dataset.channels:
         raise RunError(f"the VAE takes {vae.config.in_channels}-channel images but '{cfg.dataset}' has "
                        f"{dataset.channels}; pick a VAE config for {dataset.channels} channels.")
     token_grid(cfg, vae)                  # shape errors surface before anything is trained
     if pretrain:
-        vae = dist.main_rank_first(lambda: pretrained_workshop_vae(
-            cfg.vae, dataset, steps=cfg.vae_pretrain_steps, seed=cfg.seed, kl_weight=cfg.kl_weight,
-            cache_dir=cfg.cache_dir, progress=progress and dist.is_main()))
+        with _as_run_error("vae_pretrain_steps"):
+            vae = dist.main_rank_first(lambda: pretrained_workshop_vae(
+                cfg.vae, dataset, steps=cfg.vae_pretrain_steps, seed=cfg.seed, kl_weight=cfg.kl_weight,
+                cache_dir=cfg.cache_dir, progress=progress and dist.is_main()))
     return vae
+
+
+@contextmanager
+def _as_run_error(keys: str):
+    """A network that cannot be built as configured (weights missing or unsafe, shapes that do not fit) stops the
+    run before step 0 with one line naming the config keys, not a traceback from deep inside."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as err:
+        if isinstance(err, RunError):
+            raise
+        raise RunError(f"{' '.join(str(err).split())} (config keys: {keys})") from None
+
+
+def _discriminator(cfg: Config, channels: int) -> PatchDiscriminator:
+    """A fresh PatchGAN, or the pretrained one of `disc_weights` (the official recipe starts from one)."""
+    disc = PatchDiscriminator(channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers)
+    if cfg.disc_weights:
+        with _as_run_error("disc_weights, disc_layers, disc_ndf"):
+            load_state_dict_checked(disc, pretrained_discriminator_state(load_weights_file(cfg.disc_weights)),
+                                    f"pretrained discriminator '{cfg.disc_weights}'")
+    return disc
 
 
 def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
@@ -101,11 +133,13 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     target = None
     if route.uses_repa or cfg.perceptual in ("auto", "workshop") or cfg.target_encoder == "workshop":
         # rank 0 trains (or downloads) the encoder first; the others then read its cache
-        target = dist.main_rank_first(
-            lambda: build_target_encoder(cfg, dataset, grid=grid, progress=progress and dist.is_main())).to(device)
+        with _as_run_error("target_encoder, target_encoder_weights, patch_size"):
+            target = dist.main_rank_first(
+                lambda: build_target_encoder(cfg, dataset, grid=grid, progress=progress and dist.is_main())).to(device)
     torch.manual_seed(cfg.seed + 2)
     z_dim = target.embed_dim if target is not None else 768
     sit = dist.globalize_batchnorm(new_sit(cfg, vae, dataset.num_classes, z_dim)).to(device)
+    sit.pos_embed.requires_grad_(cfg.train_pos_embed)
     stats = latent_stats_from_config(vae)
     if stats is not None:                       # an exported E2E-VAE carries its latent statistics
         mean, std = stats
@@ -117,13 +151,13 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
 
     disc = perceptual = None
     if route.trains_vae and route.vae_reg:
-        perceptual = build_perceptual(cfg.perceptual, target)
+        with _as_run_error("perceptual"):
+            perceptual = build_perceptual(cfg.perceptual, target, double_rescale=cfg.lpips_double_rescale)
         if perceptual is not None:
             perceptual = perceptual.to(device)
         if cfg.gan_weight > 0:
             torch.manual_seed(cfg.seed + 3)
-            disc = dist.globalize_batchnorm(
-                PatchDiscriminator(dataset.channels, ndf=cfg.disc_ndf, n_layers=cfg.disc_layers)).to(device)
+            disc = dist.globalize_batchnorm(_discriminator(cfg, dataset.channels)).to(device)
     optimizers = make_optimizers(cfg, route, sit, vae, disc, device)
     probe = class_balanced_indices(dataset.labels, min(cfg.probe_size, len(dataset)), cfg.seed) if cfg.probe_size else None
     ddp = None
