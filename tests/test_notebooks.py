@@ -216,7 +216,7 @@ def executed(tmp_path_factory, encoder_cache):
     """Every notebook run once by run_notebook, two at a time; {stem: (summary, executed notebook, folder)}.
     Notebook 01 trains the run (two processes, torchrun) that 02, 04, 06 and 07 read; 05 reuses a run of 03."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from repae_lab.app.cadence import with_cadence
     from repae_lab.app.launch import train
@@ -230,25 +230,36 @@ def executed(tmp_path_factory, encoder_cache):
           progress=False)
     trained = str(root / "01_train_a_run" / "run")          # run-notebook's default for `out`
     ws_root = str(root / "03_workshop_why_repa_e" / "run")
-    first = {"01_train_a_run": dict(steps=6, processes=2, overrides=ov),
-             "03_workshop_why_repa_e": dict(recipes=["e2e-diffusion", "repa-e"], steps=6, overrides=ov, umap=False)}
-    then = {"02_latent_space": dict(runs=[trained], umap=False),
-            "04_explore": dict(runs=[trained, f"{ws_root}-e2e-diffusion-6"], umap=False),
-            "05_compare_recipes": dict(recipes=["vanilla", "repa-e"], steps=6, out_root=ws_root, overrides=ov),
-            "06_sample_and_evaluate": dict(run=trained, n=16, show=4, sampler="heun", sampler_steps=3,
-                                           samplers=["euler"], steps_grid=[2], cfg_scales=[2.0],
-                                           intervals=[[0.0, 0.7]]),
-            "07_e2e_vae": dict(source=trained, steps=6, losses=["repa"], overrides=ov)}
-    done = {}
-    # worker processes: papermill changes the working directory of the process it runs in
+    params = {
+        "01_train_a_run": dict(steps=6, processes=2, overrides=ov),
+        "03_workshop_why_repa_e": dict(recipes=["e2e-diffusion", "repa-e"], steps=6, overrides=ov, umap=False),
+        # after 01, the longest first
+        "07_e2e_vae": dict(source=trained, steps=4, losses=["repa"], overrides=ov),
+        "06_sample_and_evaluate": dict(run=trained, n=16, show=4, sampler="heun", sampler_steps=3, samplers=["euler"],
+                                       steps_grid=[2], cfg_scales=[2.0], intervals=[[0.0, 0.7]]),
+        "02_latent_space": dict(runs=[trained], umap=False),
+        # after 03 (and 01)
+        "05_compare_recipes": dict(recipes=["vanilla", "repa-e"], steps=6, out_root=ws_root, overrides=ov),
+        "04_explore": dict(runs=[trained, f"{ws_root}-e2e-diffusion-6"], umap=False),
+    }
+    needs = {"07_e2e_vae": {"01_train_a_run"}, "06_sample_and_evaluate": {"01_train_a_run"},
+             "02_latent_space": {"01_train_a_run"}, "05_compare_recipes": {"03_workshop_why_repa_e"},
+             "04_explore": {"01_train_a_run", "03_workshop_why_repa_e"}}
+    done, running = {}, {}
+    # two worker processes (papermill changes the working directory of the process it runs in); a notebook
+    # starts as soon as the runs it reads exist
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for stage in (first, then):
-            futures = {stem: pool.submit(run_notebook, ROOT / "notebooks" / f"{stem}.ipynb", root / stem, params,
-                                         kernel="python3") for stem, params in stage.items()}
-            for stem, future in futures.items():
-                summary = future.result()
-                out = root / stem
-                done[stem] = (summary, nbformat.read(str(out / summary["executed"]), as_version=4), out)
+        while len(done) < len(params):
+            for stem in params:
+                if stem not in done and stem not in running and needs.get(stem, set()) <= set(done) \
+                        and len(running) < 2:
+                    running[stem] = pool.submit(run_notebook, ROOT / "notebooks" / f"{stem}.ipynb", root / stem,
+                                                params[stem], kernel="python3")
+            finished, _ = wait(running.values(), return_when=FIRST_COMPLETED)
+            for stem in [s for s, f in running.items() if f in finished]:
+                summary = running.pop(stem).result()
+                done[stem] = (summary, nbformat.read(str(root / stem / summary["executed"]), as_version=4),
+                              root / stem)
     return done
 
 
@@ -316,8 +327,8 @@ def test_sample_notebook_compares_sampler_settings(executed):
 def test_e2e_vae_notebook_exports_and_trains_two_fresh_sits(executed):
     summary, nb, _ = _ok(executed, "07_e2e_vae")
     actions = [(Path(r["path"]).name, r["action"]) for r in summary["runs"]]
-    assert actions == [("run-e2e-vae", "exported"), ("run-repa-e2e-vae-6", "trained"),
-                       ("run-repa-original-vae-6", "trained")]
+    assert actions == [("run-e2e-vae", "exported"), ("run-repa-e2e-vae-4", "trained"),
+                       ("run-repa-original-vae-4", "trained")]
     e2e = json.loads((Path(summary["runs"][1]["path"]) / "config.json").read_text())
     original = json.loads((Path(summary["runs"][2]["path"]) / "config.json").read_text())
     assert e2e["recipe"] == "on-frozen-e2e-vae" and e2e["vae"] == summary["runs"][0]["path"]
@@ -362,21 +373,27 @@ def test_html_export_renders_its_figures_offline_in_chromium(executed):
 
 
 @pytest.mark.slow
-def test_a_wrong_parameter_under_plain_papermill_stops_with_one_line(tmp_path):
-    """papermill itself, not run-notebook: the first cell after the parameters stops with the message."""
+@pytest.mark.parametrize("parameters, message", [
+    ({"steps": "abc", "recipe": "repa-e"}, "parameter 'steps' must be an int (e.g. -p steps 40), got 'abc' (a str)."),
+    ({"step": 50}, "this notebook has no parameter 'step'. Did you mean 'steps'? Its parameters: preset, recipe, out, "
+                   "steps, overrides, processes, nnodes, node_rank, rdzv_endpoint, progress."),
+], ids=["wrong-type", "misspelt-name"])
+def test_a_wrong_parameter_under_plain_papermill_stops_with_one_line(tmp_path, parameters, message):
+    """papermill itself, not run-notebook: the first cell after the parameters stops with the message (papermill
+    only warns about a name the notebook lacks)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     out = tmp_path / "01.ipynb"
     with pytest.raises(PapermillExecutionError) as caught:
-        pm.execute_notebook(str(ROOT / "notebooks" / "01_train_a_run.ipynb"), str(out),
-                            parameters={"steps": "abc", "recipe": "repa-e"}, kernel_name="python3",
-                            progress_bar=False)
-    assert caught.value.ename == "ParameterError"
-    assert caught.value.evalue == "parameter 'steps' must be an int (e.g. -p steps 40), got 'abc' (a str)."
+        pm.execute_notebook(str(ROOT / "notebooks" / "01_train_a_run.ipynb"), str(out), parameters=parameters,
+                            kernel_name="python3", progress_bar=False)
+    assert caught.value.ename == "ParameterError" and caught.value.evalue == message
     nb = nbformat.read(str(out), as_version=4)
     errors = [o for o in _outputs(nb) if o.output_type == "error"]
-    assert len(errors) == 1 and errors[0].traceback == [f"ParameterError: {caught.value.evalue}"]
+    assert len(errors) == 1 and errors[0].traceback == [f"ParameterError: {message}"]
+    assert all(c.execution_count is None for c in nb.cells[nb.cells.index(_parameters_cell(nb)) + 3:]
+               if c.cell_type == "code")                     # nothing after the check ran
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -234,12 +234,15 @@ def train_run(preset: str, recipe: str, out: str | Path, overrides: dict[str, An
     (NotebookError). Records the run directory for run-notebook's summary."""
     from .workbench import ensure_run, run_action
 
+    from ..data import DatasetError
+
+    stops = (ConfigError, RunError, DatasetError)       # bad input: one line, not a traceback from the loop
     run = Path(out)
     overrides = dict(overrides or {})
     try:
         action = run_action(preset, recipe, run, overrides)
         cfg = resolve_config(preset, recipe=recipe, overrides=overrides)
-    except (ConfigError, RunError) as err:
+    except stops as err:
         raise NotebookError(str(err)) from None
     if nnodes > 1 and not rdzv_endpoint:
         raise NotebookError("nnodes > 1 needs rdzv_endpoint: HOST:PORT of machine 0, e.g. -p rdzv_endpoint node0:29500.")
@@ -260,7 +263,7 @@ def train_run(preset: str, recipe: str, out: str | Path, overrides: dict[str, An
                 run_torchrun(cmd, run, printer)
             else:
                 ensure_run(preset, recipe, run, overrides, progress=False, on_metrics=printer)
-        except (ConfigError, RunError) as err:
+        except stops as err:
             raise NotebookError(str(err)) from None
         summary = rundir.read_json(run / "summary.json") or {}
         note = f"{run}: {summary.get('steps', '?')} steps in {_duration(summary.get('seconds', 0))}"
