@@ -342,7 +342,7 @@ def test_e2e_vae_notebook_exports_and_trains_two_fresh_sits(executed):
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
 def test_html_export_renders_its_figures_offline_in_chromium(executed):
     """The exported page of notebook 02 draws every plotly figure with no network at all (every request other
-    than the file itself is refused), and its step slider is drawn."""
+    than the file itself is refused), and the static explorer's step slider works."""
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
@@ -365,10 +365,19 @@ def test_html_export_renders_its_figures_offline_in_chromium(executed):
             page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {expected}",
                                    timeout=60_000)
             drawn = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
-            sliders = page.evaluate("document.querySelectorAll('.js-plotly-plot .slider-container').length")
+            explorer = page.locator(".js-plotly-plot").filter(has=page.locator(".slider-container"))
+            sliders = explorer.count()
+            before = explorer.locator(".gtitle").first.text_content()
+            # click the slider's rail under its label "3": the static explorer moves to step 3, with no kernel
+            label = explorer.locator(".slider-label", has_text="3").first
+            label.scroll_into_view_if_needed()
+            x, rail = label.bounding_box(), explorer.locator(".slider-rail-touch-rect").first.bounding_box()
+            page.mouse.click(x["x"] + x["width"] / 2, rail["y"] + rail["height"] / 2)
+            page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                                   ".some(t => t.textContent.startsWith('step 3:'))", timeout=10_000)
         finally:
             browser.close()
-    assert drawn == expected >= 3 and sliders == 1
+    assert drawn == expected >= 3 and sliders == 1 and before.startswith("step 6:")
     assert not refused and not errors, (refused, errors)
 
 
@@ -392,8 +401,10 @@ def test_a_wrong_parameter_under_plain_papermill_stops_with_one_line(tmp_path, p
     nb = nbformat.read(str(out), as_version=4)
     errors = [o for o in _outputs(nb) if o.output_type == "error"]
     assert len(errors) == 1 and errors[0].traceback == [f"ParameterError: {message}"]
-    assert all(c.execution_count is None for c in nb.cells[nb.cells.index(_parameters_cell(nb)) + 3:]
-               if c.cell_type == "code")                     # nothing after the check ran
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    failed = next(i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.outputs))
+    assert code[failed - 2] is _parameters_cell(nb)         # the check right after papermill's injected cell
+    assert all(c.execution_count is None for c in code[failed + 1:])     # and nothing after it ran
 
 
 # ---------------------------------------------------------------------------------------------------------
