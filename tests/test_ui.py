@@ -1,9 +1,6 @@
 """The UI layer over run directories: figure builders, the notebook helpers (workbench), the widgets."""
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import pytest
 
@@ -170,47 +167,6 @@ def test_training_monitor_follows_a_growing_log(ui_runs, tmp_path):
     assert any(t.meta == "loss/l1" and list(t.x) == [1, 2, 3, 4, 5, 6, 8] for t in monitor.figure.data)
     with pytest.raises(ValueError, match="not a run directory"):
         TrainingMonitor(tmp_path / "nothing")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# notebooks, executed with papermill as a lab would
-
-def _execute(notebook: str, out, parameters: dict, cwd):
-    import nbformat
-    import papermill as pm
-
-    from conftest import ROOT
-
-    pm.execute_notebook(str(ROOT / "notebooks" / notebook), str(out), parameters=parameters, cwd=str(cwd),
-                        progress_bar=False, kernel_name="python3")
-    nb = nbformat.read(str(out), as_version=4)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    return outputs
-
-
-def _figures(outputs) -> int:
-    return sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)
-
-
-@pytest.mark.slow
-def test_notebooks_run_under_papermill(tmp_path, encoder_cache):
-    overrides = _overrides(encoder_cache)
-    outputs = _execute("01_train_a_run.ipynb", tmp_path / "01.ipynb",
-                       {"out": str(tmp_path / "nb-run"), "overrides": overrides, "progress": False}, tmp_path)
-    assert json.loads((tmp_path / "nb-run" / "summary.json").read_text())["steps"] == 6
-    assert _figures(outputs) == 2 and any("image/png" in o.get("data", {}) for o in outputs)
-
-    outputs = _execute("02_latent_space.ipynb", tmp_path / "02.ipynb",
-                       {"runs": [str(tmp_path / "nb-run")], "umap": False}, tmp_path)
-    assert _figures(outputs) == 2
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
-
-    outputs = _execute("03_workshop_why_repa_e.ipynb", tmp_path / "03.ipynb",
-                       {"recipes": ["e2e-diffusion", "repa-e"], "steps": 3, "out_root": str(tmp_path / "ws"),
-                        "overrides": {k: v for k, v in overrides.items() if k != "steps"}, "umap": False}, tmp_path)
-    assert sorted(os.listdir(tmp_path)).count("ws-repa-e-3") == 1
-    assert _figures(outputs) == 4
 
 
 def test_latent_explorer_shows_runs_that_lack_a_view(ui_runs, monkeypatch):
