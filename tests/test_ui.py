@@ -116,60 +116,7 @@ def test_snapshot_images_pair_probe_images_with_reconstructions(ui_runs):
         snapshot_images(ui_runs[0], step=5)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# widgets
-
-def test_latent_explorer_scrubs_loaded_steps(ui_runs):
-    from repae_lab.probes import image_pca_embeddings, load_probes
-    from widgets import LatentExplorer
-
-    explorer = LatentExplorer(ui_runs, settings=NO_UMAP)
-    assert list(explorer.step.options) == [0, 3, 6] and explorer.step.value == 6
-    assert explorer.view.value.startswith("PCA")          # no UMAP computed: the PCA frame is the view
-    assert len(explorer.scatter.data) == 2 and len(explorer.maps.data) == 2
-
-    latents = [rundir.load_snapshot(p)[0]["latents"] for _, p in rundir.list_snapshots(ui_runs[1])]
-    expected = image_pca_embeddings(latents)
-    explorer.show(step=3)
-    assert explorer.step.value == 3
-    assert np.allclose(explorer.scatter.data[1].x, expected[1][:, 0])
-    assert np.allclose(explorer.scatter.data[1].y, expected[1][:, 1])
-    accuracy = load_probes(ui_runs[0]).scalars[3]["linear/latents"]
-    assert f"{accuracy:.1%}" in explorer.stats.value and "@ 3" in explorer.stats.value
-
-    explorer.step.value = 0                                # the slider itself, as a user drags it
-    assert np.allclose(explorer.scatter.data[1].x, expected[0][:, 0])
-    assert explorer.scatter.layout.title.text.endswith("step 0")
-
-
-def test_latent_explorer_says_what_is_wrong(tmp_path):
-    from widgets import LatentExplorer
-
-    with pytest.raises(Exception, match="config.json|run directory"):
-        LatentExplorer([tmp_path], settings=NO_UMAP)
-    with pytest.raises(ValueError, match="at least one run"):
-        LatentExplorer([], settings=NO_UMAP)
-
-
-def test_training_monitor_follows_a_growing_log(ui_runs, tmp_path):
-    import shutil
-
-    from widgets import TrainingMonitor
-
-    run = tmp_path / "live"
-    shutil.copytree(ui_runs[0], run)
-    monitor = TrainingMonitor(run)
-    line = next(t for t in monitor.figure.data if t.meta == "loss/diffusion")
-    assert len(line.x) == 6 and "step 6 / 6" in monitor.status.value
-    rundir.append_jsonl(run / "metrics.jsonl", {"step": 7, "loss/diffusion": 0.5})
-    monitor.refresh()
-    line = next(t for t in monitor.figure.data if t.meta == "loss/diffusion")
-    assert list(line.x)[-1] == 7 and list(line.y)[-1] == 0.5
-    rundir.append_jsonl(run / "metrics.jsonl", {"step": 8, "loss/l1": 0.1, "loss/diffusion": 0.4})
-    monitor.refresh()                                      # a metric appears: the panels are rebuilt
-    assert any(t.meta == "loss/l1" and list(t.x) == [1, 2, 3, 4, 5, 6, 8] for t in monitor.figure.data)
-    with pytest.raises(ValueError, match="not a run directory"):
-        TrainingMonitor(tmp_path / "nothing")
+# widgets: tests/test_widgets.py
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -212,25 +159,3 @@ def test_notebooks_run_under_papermill(tmp_path, encoder_cache):
     assert sorted(os.listdir(tmp_path)).count("ws-repa-e-3") == 1
     assert _figures(outputs) == 4
 
-
-def test_latent_explorer_shows_runs_that_lack_a_view(ui_runs, monkeypatch):
-    """One run with an AlignedUMAP and one without: the view is offered, and the run without it is empty."""
-    from repae_lab.probes import load_probes
-    from widgets import explorer as ex
-
-    original = ex.RunData.__init__
-
-    def with_aligned_for_the_first_run(self, run, **kwargs):
-        original(self, run, **kwargs)
-        if run == ui_runs[0]:
-            n = len(next(iter(self.embeddings.values()))["labels"])
-            self.aligned = {s: np.full((n, 2), float(s)) for s in self.steps}
-
-    monkeypatch.setattr(ex.RunData, "__init__", with_aligned_for_the_first_run)
-    explorer = ex.LatentExplorer(ui_runs, settings=NO_UMAP)
-    assert explorer.view.value.startswith("AlignedUMAP")
-    n = len(load_probes(ui_runs[1]).embeddings(6)["labels"])
-    assert list(explorer.scatter.data[0].x) == [6.0] * n
-    assert len(explorer.scatter.data[1].x) == 0
-    explorer.show(view="PCA of the latents (one frame for all steps)")
-    assert len(explorer.scatter.data[1].x) == n
