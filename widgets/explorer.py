@@ -14,7 +14,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from repae_lab.app.explorer_data import (VIEWS, RunData, available_views, curves_figure, explorer_animation,
-                                         explorer_figures, map_mosaics, maps_figure, MAPS_TITLE, png_bytes,
+                                         explorer_figures, map_sources, maps_figure, MAPS_TITLE, png_bytes,
                                          scatter_columns, scatter_figure, scatter_traces, stats_html, step_at)
 from repae_lab.probes import ProbeSettings
 
@@ -65,7 +65,7 @@ class LatentExplorer(View):
         self.curves = go.FigureWidget(curves_figure(self.runs, steps[-1]))
         self.stats = W.HTML()
         self.hover_image = W.Image(format="png", layout=W.Layout(width="96px", height="96px"))
-        self.hover_label = W.HTML("<i>hover a point to see its image</i>")
+        self.hover_label = W.HTML("<i>hover a point: its picture shows here</i>")
         self.run_path = W.Text(placeholder="another run directory (already probed)", layout=W.Layout(width="40%"))
         self.add_button = W.Button(description="add run", icon="plus")
         self.remove_choice = W.Dropdown(options=self._run_options(), layout=W.Layout(width="30%"))
@@ -164,6 +164,8 @@ class LatentExplorer(View):
             self.view.value = view
             return
         step, view = self.step.value, self.view.value
+        # the cheapest view first; each figure is one message, drawn by the browser in this order
+        self.stats.value = stats_html(self.runs, step)
         columns = scatter_columns(self.runs, view, step)
         with self.scatter.batch_update():
             for trace, (x, y) in zip(self.scatter.data, columns):
@@ -176,14 +178,13 @@ class LatentExplorer(View):
                         self.scatter.layout[f"yaxis{axis}"].range = ranges[1]
             self.scatter.layout.title.text = f"{view}, step {step}"
         with self.maps.batch_update():
-            for trace, mosaic in zip(self.maps.data, map_mosaics(self.runs, step)):
-                trace.z = mosaic
+            for trace, source in zip(self.maps.data, map_sources(self.runs, step)):
+                trace.source = source
             self.maps.layout.title.text = f"{MAPS_TITLE}, step {step}"
         with self.curves.batch_update():
             for shape in self.curves.layout.shapes:
                 shape.x0 = shape.x1 = step
             self.curves.layout.title.text = f"probe curves, cursor at step {step}"
-        self.stats.value = stats_html(self.runs, step)
 
     # -- static export ------------------------------------------------------------------------------------------
     def figures(self) -> list[go.Figure]:

@@ -47,7 +47,7 @@ class SamplerPlayground(View):
         self.last_draw = None
         self.draws = 0
         style = {"description_width": "110px"}
-        wide = W.Layout(width="340px")
+        wide = W.Layout(width="370px")
         self.run = W.Dropdown(options=[(run_label(r), str(r)) for r in self.runs], description="run", style=style,
                               layout=wide)
         self.checkpoint = W.Dropdown(description="checkpoint", style=style, layout=wide)
@@ -74,7 +74,7 @@ class SamplerPlayground(View):
         controls = W.VBox([self.run, self.checkpoint, self.model, self.label, self.sampler, self.steps,
                            self.cfg_scale, self.interval, self.seed, self.n,
                            W.HBox([self.draw_button, self.progress]), self.progress_label],
-                          layout=W.Layout(width="380px"))
+                          layout=W.Layout(min_width="390px", flex="0 0 auto"))
         self.widget = W.VBox([W.HBox([controls, self.grid]), self.trajectory, self.output])
         if draw:
             self.draw()

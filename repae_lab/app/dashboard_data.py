@@ -27,13 +27,13 @@ from ..rundir import layout
 
 # panels by key prefix (the first match wins), in the order of the page, so that each panel holds numbers of
 # one scale; keys of no listed prefix go to "other"
-PANEL_GROUPS = ((("loss/diffusion", "loss/repa"), "diffusion and REPA losses"),
-                (("loss/l1", "loss/perceptual", "loss/vae"), "VAE reconstruction losses"),
-                (("loss/disc", "loss/gan"), "GAN losses"), (("loss/kl",), "KL (raw, before its 1e-6 weight)"),
+PANEL_GROUPS = ((("loss/diffusion", "loss/repa"), "diffusion, REPA"),
+                (("loss/l1", "loss/perceptual", "loss/vae"), "VAE reconstruction"),
+                (("loss/disc", "loss/gan"), "GAN"), (("loss/kl",), "KL (raw)"),
                 (("loss/",), "other losses"), (("grad_norm/",), "gradient norms"),
-                (("eval/fd", "eval/rfd"), "evaluation: Frechet distances"), (("eval/",), "evaluation: other"),
-                (("latent/spatial_var", "latent/total_variation"), "latent spatial variance and total variation"),
-                (("latent/",), "latent statistics"))
+                (("eval/fd", "eval/rfd"), "FD"), (("eval/",), "evaluation"),
+                (("latent/spatial_var", "latent/total_variation"), "latent variance, TV"),
+                (("latent/",), "latent mean, std"))
 OTHER_PANEL = "other"
 LINE_COLOURS = qualitative.Plotly + qualitative.D3
 # what each alarm kind means, for the alarm list (training/alarms.py fires them)
@@ -322,8 +322,9 @@ def dashboard_figure(state: DashboardState, max_points: int = 400) -> go.Figure:
         for step in alarm_steps[:50]:
             fig.add_vline(x=step, line=dict(color="#d62728", dash="dash", width=1), row=row, col=col)
     fig.update_xaxes(title_text="step")
-    fig.update_layout(height=270 * rows + 90, margin=dict(t=80, l=50, r=20, b=40), title=status_line(state),
-                      legend=dict(groupclick="toggleitem"))
+    fig.update_layout(height=270 * rows + 190, margin=dict(t=80, l=50, r=20, b=40), title=status_line(state),
+                      legend=dict(groupclick="toggleitem", orientation="h", yanchor="top", y=-0.06 / rows,
+                                  font=dict(size=11)))
     return fig
 
 

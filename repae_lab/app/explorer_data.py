@@ -207,14 +207,26 @@ def scatter_columns(runs: Sequence[RunData], view: str, step: int) -> list[tuple
 
 
 # -- maps, curves, numbers -----------------------------------------------------------------------------------
+def png_data_uri(image: np.ndarray) -> str:
+    """An (H, W, 3) uint8 image as a PNG data URI: a go.Image `source`, which the browser shows as it is (a `z`
+    array would be re-encoded pixel by pixel on every update)."""
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image, size=0)).decode()
+
+
+def map_sources(runs: Sequence[RunData], step: int) -> list[str]:
+    """The PCA-RGB mosaic of every run that has maps, at `step`, as PNG data URIs."""
+    return [png_data_uri(tile(r.rgb_at(step), cols=8)) for r in runs if r.rgb]
+
+
 def maps_figure(runs: Sequence[RunData], step: int) -> go.Figure:
+    """The PCA-RGB maps of the first probe images, one mosaic per run (trace i's `source` is run i's mosaic)."""
     with_maps = [r for r in runs if r.rgb]
     fig = image_panels([(r.label, r.rgb_at(step)) for r in with_maps], cols=8, title=f"{MAPS_TITLE}, step {step}")
+    for trace, source in zip(fig.data, map_sources(with_maps, step)):
+        trace.z, trace.source = None, source
     return fig
-
-
-def map_mosaics(runs: Sequence[RunData], step: int) -> list[np.ndarray]:
-    return [tile(r.rgb_at(step), cols=8) for r in runs if r.rgb]
 
 
 def curves_figure(runs: Sequence[RunData], step: int) -> go.Figure:
@@ -226,6 +238,16 @@ def curves_figure(runs: Sequence[RunData], step: int) -> go.Figure:
             fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=run.label, legendgroup=str(run.run),
                                      showlegend=j == 0, meta=key, line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)])),
                           row=1, col=j + 1)
+    steps = sorted({s for r in runs for s in r.steps}) or [0]
+    pad = 0.03 * max(1, steps[-1] - steps[0])
+    for j, (key, _) in enumerate(CURVES):
+        values = [v for r in runs for v in r.curve(key)[1]]
+        if values:
+            lo, hi = min(values), max(values)
+            margin = 0.08 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-6
+            fig.update_yaxes(range=[lo - margin, hi + margin], row=1, col=j + 1)
+        # fixed ranges: moving the cursor then redraws only the cursor, not the whole figure
+        fig.update_xaxes(range=[steps[0] - pad, steps[-1] + pad], row=1, col=j + 1)
     for j in range(len(CURVES)):
         axis = "" if j == 0 else str(j + 1)
         fig.add_shape(type="line", x0=step, x1=step, y0=0, y1=1, xref=f"x{axis}", yref=f"y{axis} domain",
@@ -287,7 +309,7 @@ def png_bytes(image: np.ndarray, size: int = 96) -> bytes:
     from PIL import Image
 
     im = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    scale = max(1, size // max(im.size))
+    scale = max(1, size // max(im.size)) if size else 1
     if scale > 1:
         im = im.resize((im.size[0] * scale, im.size[1] * scale), Image.NEAREST)
     buf = io.BytesIO()
