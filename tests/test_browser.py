@@ -76,8 +76,9 @@ def _drive_explorer(port: int) -> tuple[list[str], list[str]]:
             handle.scroll_into_view_if_needed()
             handle.focus()
             page.keyboard.press("ArrowLeft")
-            page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')]"
-                                   ".some(t => t.textContent.endsWith('step 3'))", timeout=30_000)
+            page.wait_for_function("(t => t.some(x => x.endsWith('step 3')) && !t.some(x => x.endsWith('step 6')))"
+                                   "([...document.querySelectorAll('.js-plotly-plot .gtitle')].map(t => t.textContent))",
+                                   timeout=30_000)                # every view of the explorer has moved
             return before, _titles(page)
         finally:
             browser.close()

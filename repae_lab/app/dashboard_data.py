@@ -323,7 +323,7 @@ def dashboard_figure(state: DashboardState, max_points: int = 400) -> go.Figure:
             fig.add_vline(x=step, line=dict(color="#d62728", dash="dash", width=1), row=row, col=col)
     fig.update_xaxes(title_text="step")
     fig.update_layout(height=270 * rows + 190, margin=dict(t=80, l=50, r=20, b=40), title=status_line(state),
-                      legend=dict(groupclick="toggleitem", orientation="h", yanchor="top", y=-0.06 / rows,
+                      legend=dict(groupclick="toggleitem", orientation="h", yanchor="top", y=-0.1 / rows,
                                   font=dict(size=11)))
     return fig
 

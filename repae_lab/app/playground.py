@@ -176,11 +176,11 @@ def grid_figure(draw: Draw | None) -> go.Figure:
         fig = go.Figure(go.Image(z=image_grid(images, torch.as_tensor(draw.labels)), hoverinfo="skip"))
         which = ("class " + draw.class_names[draw.settings.label] if draw.settings.label is not None
                  and draw.settings.label < len(draw.class_names) else "class-balanced")
-        title = (f"{len(draw.images)} samples ({which}) from {_label(draw)}: {draw.settings.describe()}, "
-                 f"{draw.seconds:.2f} s")
+        title = (f"{len(draw.images)} samples ({which}) from {_label(draw)}<br>"
+                 f"<span style='font-size:11px'>{draw.settings.describe()}, {draw.seconds:.2f} s</span>")
     fig.update_xaxes(showticklabels=False, showgrid=False)
     fig.update_yaxes(showticklabels=False, showgrid=False)
-    fig.update_layout(height=430, width=None, margin=dict(t=50, l=10, r=10, b=10), title=dict(text=title, font=dict(size=13)))
+    fig.update_layout(height=440, margin=dict(t=60, l=10, r=10, b=10), title=dict(text=title, font=dict(size=13)))
     return fig
 
 
