@@ -275,7 +275,9 @@ def test_widgets_in_jupyterlab(tmp_path, encoder_cache, capsys):
     (settings / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
     (settings / "apputils-extension").mkdir(parents=True)
     (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
+    # its own settings and workspace: a workspace shared with other servers would reopen their notebooks (a 404)
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
     log = open(tmp_path / "server.log", "w")
     for attempt in range(2):
         port = _free_port()
@@ -303,13 +305,7 @@ def test_widgets_in_jupyterlab(tmp_path, encoder_cache, capsys):
               f"{', '.join(f'{v:.0f}' for v in latencies)}; median {sorted(latencies)[len(latencies) // 2]:.0f}, "
               f"max {max(latencies):.0f}; screenshots in {ARTIFACTS}")
     (ARTIFACTS / "latency.json").write_text(json.dumps(measured, indent=1))
-    # a JupyterLab asset missing while the page first loads (seen once in ten runs, URL now logged) is reported,
-    # not failed on; every other console error, and any error once the notebook runs, fails the test
-    benign = [e for e in measured["errors"] if e.startswith("[opening] console: Failed to load resource")]
-    if benign:
-        with capsys.disabled():
-            print("while JupyterLab loaded:", *benign, sep="\n  ")
-    assert not [e for e in measured["errors"] if e not in benign], measured["errors"]
+    assert not measured["errors"], measured["errors"]
     assert "image" in measured["hovered"] and "class" in measured["hovered"], measured["hovered"]
     assert "step 3 / 6" in measured["dashboard_before"], measured["dashboard_before"]
     # the goal is 200 ms on an idle laptop; the bound here only catches a regression (a shared CI machine is slower)

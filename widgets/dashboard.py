@@ -104,9 +104,11 @@ class TrainingDashboard(View):
         changed = self.state.poll()
         if changed or force or self._pending:
             self._draw()
+        else:
+            self._draw_status()         # nothing new: only the clock moves ("no new metrics for ...")
         return changed
 
-    def _draw(self) -> None:
+    def _draw_status(self) -> None:
         progress = self.state.progress()
         line = status_line(self.state, progress)
         if self._phase:
@@ -116,6 +118,9 @@ class TrainingDashboard(View):
         self.progress_bar.bar_style = {"finished": "success", "quiet": "warning"}.get(progress.state, "info")
         if alarm_rows(self.state):
             self.progress_bar.bar_style = "danger"
+
+    def _draw(self) -> None:
+        self._draw_status()
         self.alarm_box.value = alarms_html(self.state)
         fresh = dashboard_figure(self.state, self.max_points)
         if figure_signature(fresh) != figure_signature(self.fig):

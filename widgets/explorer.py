@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import ipywidgets as W
+import numpy as np
 import plotly.graph_objects as go
 
 from repae_lab.app.explorer_data import (VIEWS, RunData, available_views, curves_figure, explorer_animation,
@@ -34,20 +35,23 @@ class LatentExplorer(View):
         LatentExplorer(["runs/workshop-repa-e", "runs/workshop-e2e-diffusion"])
 
     Missing probes are computed once when the explorer is built (`compute_missing=False` to use only what is
-    cached); `settings` (repae_lab.probes.ProbeSettings) changes what is computed. `add_run` / `remove_run` (also
+    cached); `settings` (repae_lab.probes.ProbeSettings) changes what is computed. Hovered points show their image
+    where the run's dataset is quick to read (the built-in ones; `hover_images=True` to read any). `add_run` / `remove_run` (also
     in the widget) change the runs shown without rebuilding the explorer; runs added there must be probed already.
     """
 
     title = "Latent explorer"
 
     def __init__(self, runs: Sequence[str | Path] | str | Path, *, compute_missing: bool = True,
-                 settings: ProbeSettings | None = None, images: int = 16, play_interval_ms: int = 800):
+                 settings: ProbeSettings | None = None, images: int = 16, play_interval_ms: int = 800,
+                 hover_images: bool | None = None):
         super().__init__()
         runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
         if not runs:
             raise ValueError("LatentExplorer needs at least one run directory.")
-        self.settings, self.n_images = settings, images
-        self.runs = [RunData(Path(r), compute_missing=compute_missing, settings=settings, images=images) for r in runs]
+        self.settings, self.n_images, self.hover_images = settings, images, hover_images
+        self.runs = [RunData(Path(r), compute_missing=compute_missing, settings=settings, images=images,
+                             probe_images=hover_images) for r in runs]
         steps = self._steps()
         if not steps:
             raise ValueError(f"no probed snapshots in {', '.join(str(r) for r in runs)}: train with snapshot_every > 0.")
@@ -64,7 +68,8 @@ class LatentExplorer(View):
         self.maps = go.FigureWidget(maps_figure(self.runs, steps[-1]))
         self.curves = go.FigureWidget(curves_figure(self.runs, steps[-1]))
         self.stats = W.HTML()
-        self.hover_image = W.Image(format="png", layout=W.Layout(width="96px", height="96px"))
+        self.hover_image = W.Image(value=png_bytes(np.full((16, 16, 3), 255, np.uint8)), format="png",
+                                   layout=W.Layout(width="96px", height="96px"))   # blank until a point is hovered
         self.hover_label = W.HTML("<i>hover a point: its picture shows here</i>")
         self.run_path = W.Text(placeholder="another run directory (already probed)", layout=W.Layout(width="40%"))
         self.add_button = W.Button(description="add run", icon="plus")
@@ -97,7 +102,7 @@ class LatentExplorer(View):
         if any(r.run == Path(run) for r in self.runs):
             raise ValueError(f"'{run}' is shown already.")
         self.runs.append(RunData(Path(run), compute_missing=compute_missing, settings=self.settings,
-                                 images=self.n_images))
+                                 images=self.n_images, probe_images=self.hover_images))
         self._runs_changed()
 
     def remove_run(self, run: str | Path) -> None:

@@ -49,6 +49,10 @@ def step_at(steps: Sequence[int], value: int) -> int:
     return max(before) if before else min(steps)
 
 
+# datasets small enough to read when an explorer is built (an ImageNet folder is not: its listing takes minutes)
+QUICK_DATASETS = ("digits", "fashion-mnist", "cifar10")
+
+
 def _probe_images(run: Path, indices) -> tuple[np.ndarray | None, list[str] | None]:
     """(probe images (N, H, W, 3) uint8, class names) from the run's dataset, or (None, None) where the dataset
     cannot be read here (a GPU host's ImageNet folder seen from a laptop): hover then shows labels only."""
@@ -67,10 +71,11 @@ def _probe_images(run: Path, indices) -> tuple[np.ndarray | None, list[str] | No
 
 class RunData:
     """One run's probe results, loaded once: embeddings per step, AlignedUMAP, PCA frame, PCA-RGB maps, scalars,
-    labels, class names and the probe images."""
+    labels, class names and the probe images (probe_images: read the run's dataset for them; None: only for the
+    built-in datasets)."""
 
     def __init__(self, run: str | Path, *, compute_missing: bool = True, settings: ProbeSettings | None = None,
-                 images: int = 16, probe_images: bool = True):
+                 images: int = 16, probe_images: bool | None = None):
         run = Path(run)
         check_run(run)
         probes = load_probes(run)
@@ -94,6 +99,8 @@ class RunData:
         self.pca = dict(zip([s for s, _ in snapshots], image_pca_embeddings(latents))) if latents else {}
         indices = next((t["indices"] for t in loaded if "indices" in t), None)
         self.images, names = (None, None)
+        if probe_images is None:                      # by default only where reading the dataset is quick
+            probe_images = (rundir.read_json(run / "config.json") or {}).get("dataset") in QUICK_DATASETS
         if probe_images and indices is not None:
             self.images, names = _probe_images(run, indices)
         n_classes = int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
