@@ -1,8 +1,9 @@
-"""LatentExplorer: scrub through a training run's snapshots and watch its latent space change, runs side by side.
+"""LatentExplorer: scrub (or play) through a training run's snapshots and watch its latent space change, runs
+side by side.
 
 Everything shown comes from the probe cache (RUN/probes/, written by repae_lab.probes.probe_run): the
-constructor computes what is missing once, loads every step into memory, and the slider callbacks only
-move already-loaded numbers into the figures, so scrubbing stays instant even on a laptop.
+constructor computes what is missing once and loads every step into memory (repae_lab.app.explorer_data), and
+the callbacks only move already-loaded numbers into the figures, so a slider move updates every view at once.
 """
 from __future__ import annotations
 
@@ -13,121 +14,154 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
-from repae_lab import rundir
-from repae_lab.app.figures import embedding_figure, image_panels, run_label
-from repae_lab.data.images import tile
-from repae_lab.probes import ProbeSettings, check_run, image_pca_embeddings, load_probes, probe_run
+from repae_lab.app.explorer_data import (VIEWS, RunData, available_views, curves_figure, explorer_animation,
+                                         explorer_figures, map_sources, maps_figure, MAPS_TITLE, png_bytes,
+                                         scatter_columns, scatter_figure, scatter_traces, stats_html, step_at)
+from repae_lab.probes import ProbeSettings
 
-# view name -> where its points come from: ("aligned", feature) or ("umap", embeddings key)
-VIEWS = {
-    "AlignedUMAP of the latents (trajectories)": ("aligned", None),
-    "PCA of the latents (one frame for all steps)": ("pca", None),
-    "UMAP of the latents": ("umap", "umap/latents"),
-    "UMAP of the SiT tokens (t = 0.5)": ("umap", "umap/sit_t50"),
-}
+from ._base import View, replace_figure
 
-# probe scalars shown under the slider: (key, label, format)
-STATS = (("linear/latents", "linear probe (latents)", "{:.1%}"), ("knn/latents", "k-NN (latents)", "{:.1%}"),
-         ("cknna/sit_t50", "CKNNA SiT tokens vs target", "{:.3f}"), ("spatial_var", "spatial variance", "{:.3g}"),
-         ("total_variation", "total variation", "{:.3g}"), ("high_freq_share", "high-frequency share", "{:.1%}"))
+__all__ = ["LatentExplorer", "RunData", "VIEWS", "step_at"]
 
 
-def step_at(steps: Sequence[int], value: int) -> int:
-    """The newest of `steps` at or before `value` (the first one if all are later)."""
-    before = [s for s in steps if s <= value]
-    return max(before) if before else min(steps)
-
-
-class RunData:
-    """One run's probe results, loaded once: embeddings per step, AlignedUMAP, PCA-RGB maps, scalars."""
-
-    def __init__(self, run: Path, *, compute_missing: bool, settings: ProbeSettings | None, images: int):
-        check_run(run)
-        probes = load_probes(run)
-        if compute_missing or not probes.steps:
-            # the only heavy work, done here and never in a callback; probe_run skips cached steps
-            probes = probe_run(run, settings)
-        self.run, self.probes, self.label = run, probes, run_label(run)
-        self.steps = probes.steps
-        self.scalars = probes.scalars
-        self.embeddings = {s: probes.embeddings(s) for s in self.steps}
-        self.aligned = probes.aligned_umap()
-        self.rgb = {s: rgb[:images] for s in self.steps if (rgb := probes.pca_rgb(s)) is not None}
-        # the probe set is fixed, so every step has the same labels
-        self.labels = next((e["labels"] for e in self.embeddings.values() if "labels" in e), None)
-        snapshots = [(s, p) for s, p in rundir.list_snapshots(run) if s in self.scalars]
-        latents = [rundir.load_snapshot(p, keys=("latents",))[0]["latents"] for _, p in snapshots]
-        self.pca = dict(zip([s for s, _ in snapshots], image_pca_embeddings(latents))) if latents else {}
-
-    def points(self, view: str, step: int) -> tuple[np.ndarray | None, int]:
-        """(points (N, 2) or None, the step they belong to) for a view at slider value `step`."""
-        kind, key = VIEWS[view]
-        if kind in ("aligned", "pca"):
-            frames = self.aligned if kind == "aligned" else self.pca
-            if not frames:
-                return None, step
-            s = step_at(sorted(frames), step)
-            return frames[s], s
-        s = step_at(self.steps, step)
-        return self.embeddings[s].get(key), s
-
-    def view_range(self, view: str) -> tuple[list[float], list[float]] | None:
-        """Axis ranges that hold the view's points at every step, so that scrubbing shows motion, not zoom."""
-        kind, key = VIEWS[view]
-        frames = {"aligned": self.aligned, "pca": self.pca}.get(kind)
-        arrays = list(frames.values()) if frames is not None else [e[key] for e in self.embeddings.values() if key in e]
-        if not arrays:
-            return None
-        allp = np.concatenate(arrays)
-        lo, hi = allp.min(0), allp.max(0)
-        pad = 0.05 * (hi - lo + 1e-9)
-        return [float(lo[0] - pad[0]), float(hi[0] + pad[0])], [float(lo[1] - pad[1]), float(hi[1] + pad[1])]
-
-
-class LatentExplorer:
-    """Scrub a step slider over one or more runs' snapshots:
-    - a 2-D embedding of the probe images per run (AlignedUMAP trajectories, or per-step UMAP of the latents or
-      of the SiT's tokens), coloured by class;
-    - the PCA-RGB maps of the first probe images (one shared basis per run, so colours mean the same at every
-      step);
-    - the probe numbers of that step (linear / k-NN accuracy, CKNNA, spatial variance, ...).
+class LatentExplorer(View):
+    """Scrub a step slider (or press play) over one or more runs' snapshots:
+    - a 2-D map of the probe images per run (AlignedUMAP trajectories, per-step UMAP of the latents or of the
+      SiT's tokens, or a PCA in one frame for all steps), coloured by class with a class legend (click a class
+      to hide it); hovering a point shows that probe image and its class;
+    - the PCA-RGB maps of the first probe images (one shared basis per run);
+    - the probe curves (linear probe, CKNNA, spatial variance) with a cursor at the step, and that step's numbers.
 
         LatentExplorer(["runs/workshop-repa-e", "runs/workshop-e2e-diffusion"])
 
     Missing probes are computed once when the explorer is built (`compute_missing=False` to use only what is
-    cached); pass `settings` (repae_lab.probes.ProbeSettings) to change what is computed.
+    cached); `settings` (repae_lab.probes.ProbeSettings) changes what is computed. Hovered points show their image
+    where the run's dataset is quick to read (the built-in ones; `hover_images=True` to read any). `add_run` / `remove_run` (also
+    in the widget) change the runs shown without rebuilding the explorer; runs added there must be probed already.
     """
 
+    title = "Latent explorer"
+
     def __init__(self, runs: Sequence[str | Path] | str | Path, *, compute_missing: bool = True,
-                 settings: ProbeSettings | None = None, images: int = 16):
+                 settings: ProbeSettings | None = None, images: int = 16, play_interval_ms: int = 800,
+                 hover_images: bool | None = None):
+        super().__init__()
         runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
         if not runs:
             raise ValueError("LatentExplorer needs at least one run directory.")
-        self.runs = [RunData(Path(r), compute_missing=compute_missing, settings=settings, images=images)
-                     for r in runs]
-        steps = sorted({s for r in self.runs for s in r.steps})
+        self.settings, self.n_images, self.hover_images = settings, images, hover_images
+        self.runs = [RunData(Path(r), compute_missing=compute_missing, settings=settings, images=images,
+                             probe_images=hover_images) for r in runs]
+        steps = self._steps()
         if not steps:
             raise ValueError(f"no probed snapshots in {', '.join(str(r) for r in runs)}: train with snapshot_every > 0.")
-        views = [v for v in VIEWS if any(r.points(v, steps[-1])[0] is not None for r in self.runs)]
+        views = available_views(self.runs, steps[-1])
         if not views:
             raise ValueError("the runs' snapshots hold no latents to map; were they written by repae-lab train?")
-        self.step = W.SelectionSlider(options=steps, value=steps[-1], description="step",
-                                      continuous_update=True, layout=W.Layout(width="60%"))
-        self.view = W.Dropdown(options=views, value=views[0], description="view", layout=W.Layout(width="40%"))
-        # traces start empty (a run may lack the first view) and show() fills them; colours never change
-        self.scatter = go.FigureWidget(embedding_figure([(r.label, None, r.labels) for r in self.runs]))
-        self.maps = go.FigureWidget(image_panels(
-            [(r.label, r.rgb[step_at(list(r.rgb), steps[-1])]) for r in self.runs if r.rgb], cols=8,
-            title="PCA-RGB of the latents (first 3 principal components as colour)"))
+        self.step = W.SelectionSlider(options=steps, value=steps[-1], description="step", continuous_update=True,
+                                      layout=W.Layout(width="55%"))
+        self.play = W.Play(min=0, max=len(steps) - 1, value=len(steps) - 1, interval=play_interval_ms,
+                           description="play", show_repeat=False)
+        W.link((self.play, "value"), (self.step, "index"))
+        self.view = W.Dropdown(options=views, value=views[0], description="view", layout=W.Layout(width="38%"))
+        self.scatter = go.FigureWidget(scatter_figure(self.runs, views[0], steps[-1]))
+        self.maps = go.FigureWidget(maps_figure(self.runs, steps[-1]))
+        self.curves = go.FigureWidget(curves_figure(self.runs, steps[-1]))
         self.stats = W.HTML()
-        self.step.observe(lambda change: self.show(), names="value")
-        self.view.observe(lambda change: self.show(rescale=True), names="value")
-        self.widget = W.VBox([W.HBox([self.step, self.view]), self.stats, self.scatter, self.maps])
+        self.hover_image = W.Image(value=png_bytes(np.full((16, 16, 3), 255, np.uint8)), format="png",
+                                   layout=W.Layout(width="96px", height="96px"))   # blank until a point is hovered
+        self.hover_label = W.HTML("<i>hover a point: its picture shows here</i>")
+        self.run_path = W.Text(placeholder="another run directory (already probed)", layout=W.Layout(width="40%"))
+        self.add_button = W.Button(description="add run", icon="plus")
+        self.remove_choice = W.Dropdown(options=self._run_options(), layout=W.Layout(width="30%"))
+        self.remove_button = W.Button(description="remove run", icon="minus")
+        self.add_button.on_click(self.guarded(lambda _: self.add_run(self.run_path.value.strip())))
+        self.remove_button.on_click(self.guarded(lambda _: self.remove_run(self.remove_choice.value)))
+        self.step.observe(self.guarded(lambda change: self.show()), names="value")
+        self.view.observe(self.guarded(lambda change: self.show(rescale=True)), names="value")
+        self._bind_hover()
+        hover = W.VBox([self.hover_image, self.hover_label], layout=W.Layout(width="180px"))
+        self.widget = W.VBox([
+            W.HBox([self.play, self.step, self.view]), self.stats,
+            W.HBox([self.scatter, hover]), self.maps, self.curves,
+            W.HBox([self.run_path, self.add_button, self.remove_choice, self.remove_button]), self.output])
         self.show(rescale=True)
 
-    # -- updating: nothing but copies of loaded arrays into the figures --------------------------------------
+    # -- runs ---------------------------------------------------------------------------------------------------
+    def _steps(self) -> list[int]:
+        return sorted({s for r in self.runs for s in r.steps})
+
+    def _run_options(self) -> list[tuple[str, str]]:
+        return [(r.label, str(r.run)) for r in self.runs]
+
+    def add_run(self, run: str | Path, *, compute_missing: bool = False) -> None:
+        """Show one more run (its probes must be cached unless compute_missing=True, which is never used from a
+        callback); the explorer, its slider and its figures stay."""
+        if not str(run):
+            raise ValueError("type a run directory into the box first.")
+        if any(r.run == Path(run) for r in self.runs):
+            raise ValueError(f"'{run}' is shown already.")
+        self.runs.append(RunData(Path(run), compute_missing=compute_missing, settings=self.settings,
+                                 images=self.n_images, probe_images=self.hover_images))
+        self._runs_changed()
+
+    def remove_run(self, run: str | Path) -> None:
+        """Stop showing a run (the last one stays)."""
+        keep = [r for r in self.runs if r.run != Path(run)]
+        if len(keep) == len(self.runs):
+            raise ValueError(f"'{run}' is not shown; shown: {', '.join(str(r.run) for r in self.runs)}.")
+        if not keep:
+            raise ValueError("the explorer keeps at least one run.")
+        self.runs = keep
+        self._runs_changed()
+
+    def _runs_changed(self) -> None:
+        steps = self._steps()
+        current = step_at(steps, self.step.value)
+        views = available_views(self.runs, steps[-1])
+        view = self.view.value if self.view.value in views else views[0]
+        self._quiet = True               # the controls change one by one; draw once, at the end
+        try:
+            self.step.options, self.step.value = steps, current
+            self.play.max, self.play.value = len(steps) - 1, steps.index(current)
+            self.view.options, self.view.value = views, view
+        finally:
+            self._quiet = False
+        replace_figure(self.scatter, scatter_figure(self.runs, view, current))
+        replace_figure(self.maps, maps_figure(self.runs, current))
+        replace_figure(self.curves, curves_figure(self.runs, current))
+        self._bind_hover()
+        self.remove_choice.options = self._run_options()
+        self.show(rescale=True)
+
+    _quiet = False
+
+    # -- hover --------------------------------------------------------------------------------------------------
+    def _bind_hover(self) -> None:
+        for k, trace in enumerate(self.scatter.data):
+            trace.on_hover(self.guarded(lambda tr, points, state, k=k: self._hovered(k, points)))
+
+    def _hovered(self, k: int, points) -> None:
+        if not points.point_inds:
+            return
+        i, c = scatter_traces(self.runs)[k]
+        image = int(self.runs[i].class_index(c)[points.point_inds[0]])
+        self.show_image(i, image)
+
+    def show_image(self, run_index: int, image: int) -> None:
+        """Show probe image `image` of run `run_index` beside the scatter (what hovering a point does)."""
+        run = self.runs[run_index]
+        c = int(run.labels[image]) if run.labels is not None else 0
+        name = run.class_names[c] if c < len(run.class_names) else str(c)
+        if run.images is not None:
+            self.hover_image.value = png_bytes(run.images[image])
+        self.hover_label.value = f"<b>image {image}</b>, class <b>{name}</b><br><small>{run.label}</small>"
+
+    # -- updating: nothing but copies of loaded arrays into the figures ------------------------------------------
     def show(self, step: int | None = None, view: str | None = None, *, rescale: bool = False) -> None:
         """Show `step` (the slider's value by default) in `view`; also callable from code."""
+        if self._quiet:
+            return
         if step is not None and step != self.step.value:
             self.step.value = step_at(self.step.options, step)   # re-enters through the observer
             return
@@ -135,37 +169,41 @@ class LatentExplorer:
             self.view.value = view
             return
         step, view = self.step.value, self.view.value
-        shown = []
+        # the cheapest view first; each figure is one message, drawn by the browser in this order
+        self.stats.value = stats_html(self.runs, step)
+        columns = scatter_columns(self.runs, view, step)
         with self.scatter.batch_update():
-            for i, run in enumerate(self.runs):
-                points, s = run.points(view, step)
-                shown.append(s)
-                trace = self.scatter.data[i]
-                if points is None:
-                    trace.x, trace.y = [], []
-                    continue
-                trace.x, trace.y = points[:, 0], points[:, 1]
-                if rescale and (ranges := run.view_range(view)) is not None:
-                    axis = "" if i == 0 else str(i + 1)
-                    self.scatter.layout[f"xaxis{axis}"].range = ranges[0]
-                    self.scatter.layout[f"yaxis{axis}"].range = ranges[1]
-            self.scatter.layout.title = f"{view}, step {step}"
+            for trace, (x, y) in zip(self.scatter.data, columns):
+                trace.x, trace.y = x, y
+            if rescale:
+                for i, run in enumerate(self.runs):
+                    if (ranges := run.view_range(view)) is not None:
+                        axis = "" if i == 0 else str(i + 1)
+                        self.scatter.layout[f"xaxis{axis}"].range = ranges[0]
+                        self.scatter.layout[f"yaxis{axis}"].range = ranges[1]
+            self.scatter.layout.title.text = f"{view}, step {step}"
         with self.maps.batch_update():
-            for trace, run in zip(self.maps.data, [r for r in self.runs if r.rgb]):
-                trace.z = tile(run.rgb[step_at(list(run.rgb), step)], cols=8)
-        self.stats.value = self._stats_table(step)
+            for trace, source in zip(self.maps.data, map_sources(self.runs, step)):
+                trace.source = source
+            self.maps.layout.title.text = f"{MAPS_TITLE}, step {step}"
+        with self.curves.batch_update():
+            for shape in self.curves.layout.shapes:
+                shape.x0 = shape.x1 = step
+            self.curves.layout.title.text = f"probe curves, cursor at step {step}"
 
-    def _stats_table(self, step: int) -> str:
-        head = "".join(f"<th style='padding:0 8px'>{label}</th>" for _, label, _ in STATS)
-        rows = []
-        for run in self.runs:
-            s = step_at(run.steps, step)
-            values = run.scalars.get(s, {})
-            cells = "".join(f"<td style='padding:0 8px;text-align:right'>"
-                            f"{fmt.format(values[k]) if isinstance(values.get(k), (int, float)) else '-'}</td>"
-                            for k, _, fmt in STATS)
-            rows.append(f"<tr><td style='padding:0 8px'>{run.label} @ {s}</td>{cells}</tr>")
-        return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    # -- static export ------------------------------------------------------------------------------------------
+    def figures(self) -> list[go.Figure]:
+        return explorer_figures(self.runs, self.view.value, self.step.value)
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def html_blocks(self) -> list[str]:
+        return [stats_html(self.runs, self.step.value)]
+
+    def animation(self) -> go.Figure:
+        """The scatter with plotly's own slider and play button over every step (works in a static page)."""
+        return explorer_animation(self.runs, self.view.value)
+
+    def to_html(self, path):
+        """The views at the current step, the step's numbers, and the scatter animated over every step."""
+        from repae_lab.app.html_export import write_html
+
+        return write_html(path, [*self.html_blocks(), *self.figures(), self.animation()], title=self.title)
