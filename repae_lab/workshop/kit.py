@@ -151,7 +151,11 @@ class Kit:
         probes = load_probes(run)
         if set(probes.steps) == {s for s, _ in list_snapshots(run)} and (run / "probes" / "pca.safetensors").is_file():
             return probes
-        return probe_run(run, PROBES)
+        try:
+            return probe_run(run, PROBES)
+        except OSError as err:     # a read-only shared folder whose runs were copied without their probes
+            raise RunError(f"cannot write the probes of '{run}' ({err.strerror}); run `repae-lab workshop prepare` "
+                           f"on that folder (it probes every run), or copy the run somewhere writable.") from None
 
     def warm_up(self) -> float:
         """Train once what every run shares (the workshop target encoder, the pretrained VAE, the evaluator and

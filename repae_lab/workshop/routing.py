@@ -144,7 +144,7 @@ def _check_vae_update(fn, vae, sit, batch, saved, expected, recorder, right) -> 
     if not loss.requires_grad:
         raise Wrong(f"{what} returned a loss with no gradient at all (computed under torch.no_grad(), or "
                     f"detached): the VAE must learn from it.", "vae_no_grad")
-    loss.backward()
+    call(loss.backward, what="backward() of the VAE update's loss")
     sit_grad = _param_grads(sit)
     if sit_grad.abs().sum() > 0:
         raise Wrong("in the VAE update the SiT's parameters received gradients: the SiT must be frozen there, so "
@@ -202,7 +202,7 @@ def _check_sit_update(fn, vae, sit, batch, expected, recorder, right) -> None:
                         "restores it.", "sit_still_frozen")
         raise Wrong(f"{what} returned a loss with no gradient (computed under torch.no_grad()?): the SiT must "
                     f"learn from it.", "sit_no_grad")
-    loss.backward()
+    call(loss.backward, what="backward() of the SiT update's loss")
     if _param_grads(vae).abs().sum() > 0:
         raise Wrong("the SiT update's loss reaches the VAE: the latent is not detached, so the diffusion loss "
                     "flows back into the VAE (the stop-gradient is what keeps the latent from collapsing).",
