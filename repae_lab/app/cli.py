@@ -10,6 +10,9 @@
     repae-lab presets
     repae-lab import-checkpoint SRC --out RUN [--vae SRC] [--latents-stats FILE]
     repae-lab compare-vaes --vae A --vae B ... --images FOLDER_OR_DATASET --out DIR
+    repae-lab run-notebook NOTEBOOK --out DIR [-p key value ...]
+    repae-lab sweep NOTEBOOK --out DIR --grid key=v1,v2 [...]
+    repae-lab workshop prepare [--out DIR]
 """
 from __future__ import annotations
 
@@ -195,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_presets)
 
     from ..released.cli import add_subcommands as add_released
+    from ..workshop.cli import add_subcommands as add_workshop
+    from .notebook_cli import add_subcommands as add_notebooks
     add_released(sub)                  # import-checkpoint, compare-vaes
+    add_notebooks(sub)                 # run-notebook, sweep
+    add_workshop(sub)                  # workshop prepare / status
     return parser
 
 
