@@ -165,7 +165,7 @@ def test_resume_overrides_apply_and_are_recorded(tmp_path, tiny, capsys):
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
     assert json.loads((run / "config.json").read_text())["lr"] == 5e-5
     [record] = rundir.read_jsonl(run / "config_history.jsonl")
-    assert record["changes"] == {"steps": [4, 6], "lr": [1e-4, 5e-5]} and record["at_checkpoint"] == 4
+    assert record["changes"] == {"steps": [4, 6], "lr": [3e-3, 5e-5]} and record["at_checkpoint"] == 4
     _, meta = rundir.load_checkpoint(rundir.latest_good_checkpoint(run))
     assert meta["optimizers"]["sit"]["param_groups"][0]["lr"] == 5e-5          # the new lr trained steps 5-6
     assert meta["optimizers"]["vae"]["param_groups"][0]["lr"] == 1e-4          # the others are kept

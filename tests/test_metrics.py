@@ -298,6 +298,6 @@ def test_evaluate_during_training_leaves_the_training_state_alone(tiny_config, q
             assert torch.equal(v, sd[k]), f"{name}.{k} changed"
     assert state.nets.vae.training, "the VAE must be back in training mode"
     assert torch.equal(torch.get_rng_state(), rng), "the global RNG must not move"
-    assert (tmp_path / "eval" / "step-00000040-heun2-cfg1-n16.png").is_file()
+    assert (tmp_path / "eval" / "step-00000040-heun2-cfg2-n16.png").is_file()
     again = evaluate(state, tmp_path)                      # same protocol, same figures
     assert again["eval/fd_workshop"] == record["eval/fd_workshop"]

@@ -93,3 +93,37 @@ def headline_numbers(rows: list[dict[str, Any]], columns: Sequence[str]) -> dict
             if isinstance(row.get(c), (int, float)):
                 out[f"{c}/{row.get('recipe') or row['run']}"] = row[c]
     return out
+
+
+def claims_verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """What a table1_rows table says about REPA-E's central claims, one sentence each, computed from the
+    numbers (a claim the runs do not show is said not to show; one they cannot test is left out)."""
+    by_recipe = {r.get("recipe"): r for r in rows}
+    fd_col = next((label for key, label in TABLE1_EVALS[:3] if any(label in r for r in rows)), None)
+
+    def value(recipe: str, column: str | None) -> float | None:
+        v = by_recipe.get(recipe, {}).get(column) if column else None
+        return float(v) if isinstance(v, (int, float)) else None
+
+    out = []
+    e2e, repae, repa = (value(r, fd_col) for r in ("e2e-diffusion", "repa-e", "repa"))
+    if e2e is not None and repae is not None:
+        shows = e2e > 1.2 * repae
+        out.append(f"Naive end-to-end tuning (e2e-diffusion) ends at {fd_col} {e2e:.2f}, {e2e / repae:.1f}x repa-e's "
+                   f"{repae:.2f}: the paper's claim that it degrades generation "
+                   f"{'shows' if shows else 'does not show'} here.")
+    sv_col = "latent spatial variance"
+    sv_e2e, sv_ref = value("e2e-diffusion", sv_col), value("repa", sv_col) or value("repa-e", sv_col)
+    if sv_e2e is not None and sv_ref:
+        out.append(f"Its latent's spatial variance is {sv_e2e:.3g} against {sv_ref:.3g}: the latent "
+                   f"{'collapsed' if sv_e2e < 0.2 * sv_ref else 'did not collapse'} (Table 1).")
+    if repa is not None and repae is not None:
+        out.append(f"repa-e ends at {fd_col} {repae:.2f} against repa's {repa:.2f} at the same steps: REPA-E "
+                   f"{'beats' if repae < repa else 'does not beat'} REPA here.")
+    acc = "class accuracy of samples"
+    for recipe in ("repa", "repa-e"):
+        a = value(recipe, acc)
+        if a is not None:
+            out.append(f"{recipe}: the evaluator recognises the requested digit in {100 * a:.0f}% of the samples"
+                       f"{'' if a >= 0.8 else ' (the SiT has not learned the classes yet: train longer)'}.")
+    return out

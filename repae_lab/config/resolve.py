@@ -97,9 +97,9 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(msg)
 
     need(cfg.recipe in RECIPES, f"unknown recipe '{cfg.recipe}'; choose one of {', '.join(RECIPES)}.{_suggest(cfg.recipe, RECIPES)}")
-    for key in ("steps", "batch_size", "grad_accumulation", "resolution", "patch_size", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches", "encoder_steps"):
+    for key in ("steps", "batch_size", "grad_accumulation", "resolution", "patch_size", "projector_dim", "disc_layers", "disc_ndf", "latent_stats_batches"):
         need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}.")
-    for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start", "vae_pretrain_steps"):
+    for key in ("log_every", "snapshot_every", "checkpoint_every", "num_workers", "probe_size", "snapshot_recons", "disc_start", "vae_pretrain_steps", "encoder_steps"):
         need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")
     need(cfg.batch_size % cfg.grad_accumulation == 0,
          f"batch_size ({cfg.batch_size}) must divide into grad_accumulation ({cfg.grad_accumulation}) micro-batches.")

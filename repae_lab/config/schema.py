@@ -34,7 +34,8 @@ class Config:
     class_dropout_prob: float = 0.1    # label dropout for classifier-free guidance
     target_encoder: str = "workshop"   # a TARGET_ENCODERS name
     target_encoder_weights: str | None = None  # local weights file or hub id for pretrained encoders
-    encoder_steps: int = 300           # training steps of the workshop target encoder (cached after the first run)
+    encoder_steps: int = 300           # training steps of the workshop target encoder (cached after the first run);
+                                       # 0 = an untrained, randomly initialised target (the control of paper_claims)
     perceptual: str = "auto"           # auto | lpips | workshop | none  (auto: LPIPS-VGG where its weights exist)
     disc_layers: int = 2               # PatchGAN depth (3 in the paper; 2 fits 16x16 images)
     disc_ndf: int = 32                 # PatchGAN base width (64 in the paper)

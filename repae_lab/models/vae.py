@@ -110,6 +110,8 @@ VAE_CONFIGS: dict[str, dict] = {
         up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 4,
     ),
 }
+# 1x16x16 -> 8x8x8: workshop-16 with twice the latent channels (benchmarks/paper_claims.py: a larger latent)
+VAE_CONFIGS["workshop-16-c8"] = dict(VAE_CONFIGS["workshop-16"], latent_channels=8)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,337 @@
+"""The paper's claims measured at workshop scale: arms (a recipe with its settings) trained at several seeds,
+side by side, and what their runs say, as mean and spread over the seeds.
+
+benchmarks/workshop_claims.py (the default regime, issue 15) and benchmarks/paper_claims.py (every claim,
+ablations and controls, issue 12) are thin commands over this; notebook 08 reads what they write.
+
+Everything is resumable: each run is OUT/ARM-sSEED, reused when finished and resumed when interrupted, and the
+E2E-VAEs of the two-stage arms are exported once to OUT/e2e-vae/ARM-sSEED.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import rundir
+from ..evaluation.records import eval_curve
+from .parallel_training import RunJob, train_in_parallel
+from .progress import Phase
+
+FD_KEY = "eval/fd_workshop"
+ACCURACY_KEY = "eval/accuracy_workshop"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the claims tables: `recipe` with `overrides`, trained at every seed. `on_e2e_vae_of` names
+    another arm whose run at the same seed exports its tuned VAE for this one to train on (the two-stage use)."""
+    name: str
+    recipe: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    on_e2e_vae_of: str | None = None
+    note: str = ""
+
+
+def run_path(out: Path, arm: str, seed: int) -> Path:
+    return Path(out) / f"{arm}-s{seed}"
+
+
+def prepare_shared_networks(preset: str, seeds: Sequence[int], common: dict[str, Any], log) -> None:
+    """The pretrained VAE, the REPA targets and the evaluator of every seed, trained (or loaded) here once, so
+    that parallel runs never train the same cached network twice."""
+    from .shared_networks import prepare_shared_networks as prepare
+
+    phase = Phase("preparing the shared networks (cached after the first time)", len(seeds), log)
+    for i, seed in enumerate(seeds):
+        prepare(RunJob("shared", Path("."), preset, "repa-e", {**common, "seed": seed}).config(), progress=False)
+        phase.update(i + 1, f"seed {seed}")
+    phase.close()
+
+
+def _export_e2e_vae(source: Path, out: Path) -> Path:
+    """The E2E-VAE of a finished run, exported once (models/export.py)."""
+    from ..models.export import export_vae
+
+    if not (out / "repae_lab_export.json").is_file():
+        export_vae(source, out)
+    return out
+
+
+def train_arms(out: str | Path, preset: str, arms: Sequence[Arm], seeds: Sequence[int],
+               common: dict[str, Any] | None = None, *, processes: int = 2,
+               log: Callable[[str], None] = print) -> None:
+    """Train every arm at every seed (finished runs reused): first the arms that stand alone, then those that
+    train on another arm's exported E2E-VAE."""
+    out, common = Path(out), dict(common or {})
+    names = {a.name for a in arms}
+    for arm in arms:
+        if arm.on_e2e_vae_of and arm.on_e2e_vae_of not in names:
+            raise ValueError(f"arm '{arm.name}' trains on the E2E-VAE of '{arm.on_e2e_vae_of}', which is not an arm")
+    prepare_shared_networks(preset, seeds, common, log)
+
+    def jobs(selected: Sequence[Arm]) -> list[RunJob]:
+        out_jobs = []
+        for seed in seeds:
+            for arm in selected:
+                extra = {}
+                if arm.on_e2e_vae_of:
+                    source = run_path(out, arm.on_e2e_vae_of, seed)
+                    extra["vae"] = str(_export_e2e_vae(source, out / "e2e-vae" / source.name).resolve())
+                out_jobs.append(RunJob(f"{arm.name}-s{seed}", run_path(out, arm.name, seed), preset, arm.recipe,
+                                       {**common, **arm.overrides, **extra, "seed": seed}))
+        return out_jobs
+
+    first = [a for a in arms if not a.on_e2e_vae_of]
+    second = [a for a in arms if a.on_e2e_vae_of]
+    train_in_parallel(jobs(first), processes=processes, log=log, title=f"training {len(first)} arms x {len(seeds)} seeds")
+    if second:
+        train_in_parallel(jobs(second), processes=processes, log=log,
+                          title=f"training {len(second)} two-stage arms x {len(seeds)} seeds")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what the runs say
+
+@dataclass
+class RunResult:
+    arm: str
+    seed: int
+    run: Path
+    fd: list[tuple[int, float]]                # FD of the in-training evaluations against the step
+    accuracy: list[tuple[int, float]]          # class accuracy of the same samples
+    probes: dict[int, dict[str, Any]]          # probe scalars per snapshot step
+    evals: list[dict[str, Any]]                # the evaluation records, in step order
+    seconds: float
+
+    @property
+    def final_fd(self) -> float | None:
+        return self.fd[-1][1] if self.fd else None
+
+    def eval_at(self, key: str, *, first: bool = False) -> float | None:
+        """`key` of the first (step 0: before tuning) or the last evaluation that has it."""
+        values = [r[key] for r in self.evals if isinstance(r.get(key), (int, float))]
+        return float(values[0 if first else -1]) if values else None
+
+    def channel_std(self) -> list[float]:
+        """Per-channel std of the latent at the last snapshot."""
+        return [math.sqrt(v) for v in self.probes[max(self.probes)].get("channel_var", [])] if self.probes else []
+
+    def probe(self, key: str, step: int | None = None) -> float | None:
+        if not self.probes:
+            return None
+        values = self.probes[max(self.probes) if step is None else step]
+        value = values.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def collect(out: str | Path, arms: Sequence[Arm], seeds: Sequence[int], *, probes: bool = True,
+            log: Callable[[str], None] = print) -> list[RunResult]:
+    """Every arm's runs, probed (latent statistics and CKNNA per snapshot, cached in RUN/probes/) when
+    `probes`; runs that do not exist yet are left out."""
+    from ..probes import ProbeSettings, probe_run
+
+    todo = [(a, s) for a in arms for s in seeds if (run_path(out, a.name, s) / "summary.json").is_file()]
+    phase = Phase("probing the runs (cached)", len(todo), log) if probes else None
+    results = []
+    for i, (arm, seed) in enumerate(todo):
+        run = run_path(out, arm.name, seed)
+        scalars = {}
+        if probes:
+            scalars = probe_run(run, ProbeSettings(umap=False, aligned_umap=False), log=lambda m: None).scalars
+            phase.update(i + 1, run.name)
+        evals = [r for r in rundir.read_jsonl(run / "metrics.jsonl") if r.get("kind") == "eval"]
+        summary = rundir.read_json(run / "summary.json") or {}
+        results.append(RunResult(arm.name, seed, run, eval_curve(run, FD_KEY), eval_curve(run, ACCURACY_KEY), scalars,
+                                 evals,
+                                 float(summary.get("seconds", 0.0))))
+    if phase:
+        phase.close()
+    return results
+
+
+def by_arm(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    out: dict[str, list[RunResult]] = {}
+    for r in results:
+        out.setdefault(r.arm, []).append(r)
+    return out
+
+
+def steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> float | None:
+    """The first step at which an FD curve reaches `target` (linear between evaluations); None if never."""
+    for (s0, f0), (s1, f1) in zip(curve, curve[1:]):
+        if f1 <= target:
+            if f0 <= target:
+                return float(s0)
+            return s0 + (s1 - s0) * (f0 - target) / (f0 - f1)
+    if curve and curve[0][1] <= target:
+        return float(curve[0][0])
+    return None
+
+
+def speedup(slow: RunResult, fast: RunResult) -> tuple[float | None, float | None]:
+    """(steps `fast` needs to reach `slow`'s final FD, slow's steps / those steps): the paper's Fig. 1 reading."""
+    if not slow.fd or not fast.fd or fast.fd[0][1] <= slow.fd[-1][1]:
+        return None, None                 # no curve, or the reference never got below the common start
+    steps = steps_to_reach(fast.fd, slow.fd[-1][1])
+    return steps, (slow.fd[-1][0] / steps if steps else None)
+
+
+def spread(values: Sequence[float | None], digits: int = 2) -> str:
+    """'mean ± std (n)' over the values that exist; '-' when none; 'n/m reached' is the caller's business."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fd_at_each_evaluation(results: Sequence[RunResult], arms: Sequence[str]) -> str:
+    """FD (mean ± std over seeds) at every evaluation step, one row per arm."""
+    groups = by_arm(results)
+    steps = sorted({s for r in results for s, _ in r.fd})
+    rows = []
+    for arm in arms:
+        runs = groups.get(arm, [])
+        rows.append([arm] + [spread([dict(r.fd).get(s) for r in runs]) for s in steps])
+    return markdown_table(["FD at step"] + [str(s) for s in steps], rows)
+
+
+def speedup_rows(results: Sequence[RunResult], fast: str, slow: Sequence[str]) -> list[list[str]]:
+    """Per slow arm: its final FD, the steps `fast` needs to reach it and the ratio, seed by seed paired."""
+    groups = by_arm(results)
+    rows = []
+    for arm in slow:
+        pairs = [(s, f) for s in groups.get(arm, []) for f in groups.get(fast, []) if s.seed == f.seed]
+        found = [speedup(s, f) for s, f in pairs]
+        reached = sum(1 for st, _ in found if st is not None)
+        rows.append([arm, spread([s.final_fd for s, _ in pairs]), spread([st for st, _ in found], 0),
+                     spread([x for _, x in found]), f"{reached}/{len(pairs)}"])
+    return rows
+
+
+def _axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7, 4.2), dpi=120)
+
+
+def _save(fig, ax, path: str | Path, *, title: str, ylabel: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def fd_plot(results: Sequence[RunResult], arms: Sequence[str], path: str | Path, *, title: str) -> Path:
+    """FD against steps, mean over seeds with the min-max band, one line per arm (log scale), as a PNG."""
+    groups = by_arm(results)
+    fig, ax = _axes()
+    for arm in arms:
+        runs = [r for r in groups.get(arm, []) if r.fd]
+        if not runs:
+            continue
+        steps = sorted(set.intersection(*[{s for s, _ in r.fd} for r in runs]))
+        values = [[dict(r.fd)[s] for r in runs] for s in steps]
+        line, = ax.plot(steps, [statistics.fmean(v) for v in values], marker="o", ms=3, label=arm)
+        if len(runs) > 1:
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
+    ax.set_yscale("log")
+    return _save(fig, ax, path, title=title, ylabel="FD (workshop evaluator, lower is better)")
+
+
+def probe_curve_plot(results: Sequence[RunResult], arms: Sequence[str], key: str, path: str | Path, *,
+                     title: str, ylabel: str) -> Path:
+    """A probe scalar against the snapshot step, mean over seeds, one line per arm, as a PNG."""
+    groups = by_arm(results)
+    fig, ax = _axes()
+    for arm in arms:
+        runs = [r for r in groups.get(arm, []) if r.probes]
+        if not runs:
+            continue
+        steps = sorted(set.intersection(*[set(r.probes) for r in runs]))
+        means = [statistics.fmean([r.probe(key, s) for r in runs if r.probe(key, s) is not None] or [math.nan])
+                 for s in steps]
+        ax.plot(steps, means, marker="o", ms=3, label=arm)
+    return _save(fig, ax, path, title=title, ylabel=ylabel)
+
+
+def write_json(path: str | Path, results: Sequence[RunResult], extra: dict[str, Any] | None = None) -> Path:
+    """Every number the tables are made of, for notebook 08 and for anyone comparing a rerun."""
+    path = Path(path)
+    rows = [{"arm": r.arm, "seed": r.seed, "run": str(r.run), "fd": r.fd, "accuracy": r.accuracy,
+             "evals": [{k: v for k, v in e.items() if k == "step" or k.startswith("eval/")} for e in r.evals],
+             "seconds": r.seconds,
+             "probes": {str(s): {k: v for k, v in p.items() if isinstance(v, (int, float))} for s, p in r.probes.items()}}
+            for r in results]
+    path.write_text(json.dumps({"written": time.strftime("%Y-%m-%d %H:%M:%S"), **(extra or {}), "runs": rows}, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading a benchmark's output folder back (notebook 08)
+
+BENCHMARKS = {"paper_claims": "benchmarks/paper_claims.py", "workshop_claims": "benchmarks/workshop_claims.py"}
+
+
+@dataclass
+class ClaimsOutput:
+    folder: Path
+    name: str                        # paper_claims | workshop_claims
+    markdown: str                    # the tables and verdicts, as the benchmark wrote them
+    data: dict[str, Any]             # the numbers behind them
+    plots: list[Path]
+
+
+def load_claims(folder: str | Path) -> ClaimsOutput:
+    """What a claims benchmark wrote to `folder`; a ValueError that names the command when it wrote nothing."""
+    folder = Path(folder)
+    for name in BENCHMARKS:
+        md, js = folder / f"{name}.md", folder / f"{name}.json"
+        if md.is_file() and js.is_file():
+            return ClaimsOutput(folder, name, md.read_text(), json.loads(js.read_text()), sorted(folder.glob("*.png")))
+    raise ValueError(f"'{folder}' holds no benchmark results; run `python {BENCHMARKS['paper_claims']} --out "
+                     f"{folder}` (or --quick, or {BENCHMARKS['workshop_claims']}) first.")
+
+
+def fd_figure_from_output(output: ClaimsOutput):
+    """FD against steps of every run of a benchmark, one colour per arm, as an interactive plotly figure."""
+    import plotly.graph_objects as go
+
+    from .figures import RUN_COLOURS
+
+    fig = go.Figure()
+    arms = list(dict.fromkeys(r["arm"] for r in output.data["runs"]))
+    for r in output.data["runs"]:
+        if r["fd"]:
+            colour = RUN_COLOURS[arms.index(r["arm"]) % len(RUN_COLOURS)]
+            fig.add_trace(go.Scatter(x=[s for s, _ in r["fd"]], y=[v for _, v in r["fd"]], mode="lines+markers",
+                                     name=f"{r['arm']} (seed {r['seed']})", legendgroup=r["arm"],
+                                     line=dict(color=colour)))
+    fig.update_layout(title="FD against steps, every run (click a legend entry to hide it)", xaxis_title="step",
+                      yaxis_title="FD (workshop evaluator)", yaxis_type="log", height=460,
+                      margin=dict(t=60, l=60, r=20, b=40))
+    return fig

@@ -1,0 +1,130 @@
+"""Train several runs side by side in child processes, a few at a time, reusing finished runs and resuming
+interrupted ones. The quickstart and the benchmarks (workshop_claims, paper_claims) share it.
+
+On a small CPU machine two one-thread processes use the cores better than one process with two threads: the
+workshop networks are too small for intra-op parallelism to pay, and the second thread mostly spin-waits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import rundir
+from ..config import Config, config_from_dict, resolve_config
+from ..rundir import RunError, layout
+from .progress import Phase
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One run to train: `recipe` on `preset` with `overrides`, into `run`; `name` labels its log and progress."""
+    name: str
+    run: Path
+    preset: str
+    recipe: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> Config:
+        return resolve_config(self.preset, recipe=self.recipe, overrides=dict(self.overrides))
+
+
+def run_state(run: Path, cfg: Config) -> str:
+    """'new', 'finished' or 'interrupted'; a RunError when the folder holds a run with another config."""
+    if not (run / layout.CONFIG).is_file():
+        return "new"
+    saved = config_from_dict(json.loads((run / layout.CONFIG).read_text()))
+    differs = sorted(k for k, v in vars(saved).items() if getattr(cfg, k) != v)
+    if differs:
+        raise RunError(f"'{run}' holds a different run ({', '.join(differs)} differ); use another --out folder, "
+                       f"or delete that one to start over.")
+    summary = rundir.read_json(run / layout.SUMMARY) or {}
+    return "finished" if summary.get("steps", -1) >= cfg.steps else "interrupted"
+
+
+def check_jobs(jobs: Sequence[RunJob]) -> dict[str, str]:
+    """Every job's state, before any work: a folder holding another run stops here."""
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be unique, got {names}")
+    return {j.name: run_state(j.run, j.config()) for j in jobs}
+
+
+def _set_value(value: Any) -> str:
+    """A --set value that the CLI's YAML reading gives back as the same Python value."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_set_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def train_command(job: RunJob, resume: bool) -> list[str]:
+    base = [sys.executable, "-m", "repae_lab", "train"]
+    if resume:
+        return base + ["--resume", str(job.run), "--quiet"]
+    sets = [f"{k}={_set_value(v)}" for k, v in job.overrides.items()]
+    return (base + ["--preset", job.preset, "--recipe", job.recipe, "--out", str(job.run), "--quiet"]
+            + (["--set", *sets] if sets else []))
+
+
+def _steps_done(run: Path) -> int:
+    records = [r for r in rundir.read_jsonl(run / layout.METRICS) if "kind" not in r and "event" not in r]
+    return records[-1]["step"] if records else 0
+
+
+def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callable[[str], None] = print,
+                      title: str | None = None, on_finished: Callable[[RunJob], None] | None = None) -> list[RunJob]:
+    """Train every job not yet finished, `processes` at a time (one thread each when several), following their
+    metrics logs for one progress display. Each run's output goes to RUN.log beside the run. A failed run
+    stops the others and raises a RunError naming its log's last line. Returns the jobs that were trained."""
+    states = check_jobs(jobs)
+    todo = [j for j in jobs if states[j.name] != "finished"]
+    for job in jobs:
+        if states[job.name] == "finished":
+            log(f"[{job.name}] finished already: reused ({job.run})")
+    if not todo:
+        return []
+    total = sum(j.config().steps for j in todo)
+    phase = Phase(title or f"training {', '.join(j.name for j in todo)}", total, log)
+    env = dict(os.environ)
+    if processes > 1:
+        env["OMP_NUM_THREADS"] = "1"
+    waiting, running, started = list(todo), {}, {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < processes:
+                job = waiting.pop(0)
+                job.run.parent.mkdir(parents=True, exist_ok=True)
+                logfile = open(job.run.parent / f"{job.run.name}.log", "a")
+                cmd = train_command(job, resume=states[job.name] == "interrupted")
+                running[job.name] = (job, subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env),
+                                     logfile)
+                started[job.name] = time.time()
+            time.sleep(0.5)
+            phase.update(sum(_steps_done(j.run) for j in todo))
+            for name, (job, proc, logfile) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                logfile.close()
+                del running[name]
+                if proc.returncode != 0:
+                    lines = Path(logfile.name).read_text().strip().splitlines()
+                    raise RunError(f"training {name} failed ({lines[-1] if lines else 'no output'}); its log is "
+                                   f"{logfile.name}. Run the same command again to resume.")
+                log(f"[{name}] trained in {time.time() - started[name]:.0f} s")
+                if on_finished is not None:
+                    on_finished(job)
+    finally:
+        for _, proc, logfile in running.values():     # an error or Ctrl-C: the children stop, resumable
+            proc.terminate()
+            logfile.close()
+    phase.close()
+    return list(todo)

@@ -1,0 +1,105 @@
+"""The claims benchmarks (benchmarks/workshop_claims.py, benchmarks/paper_claims.py) and notebook 08: the
+arithmetic of speed-ups and spreads, and a smoke run of each that checks the tables and plots come out."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from repae_lab.app.claims import (Arm, RunResult, load_claims, speedup, spread, steps_to_reach, train_arms)
+
+SMOKE = ["steps=6", "batch_size=8", "vae_pretrain_steps=20", "encoder_steps=30", "probe_size=20", "snapshot_recons=4",
+         "latent_stats_batches=1", "log_every=1", "snapshot_every=3", "checkpoint_every=3", "eval_every=3",
+         "eval_n=16", "eval_steps=2"]
+
+
+def _result(arm: str, fd: list[tuple[int, float]], seed: int = 0) -> RunResult:
+    return RunResult(arm, seed, Path(arm), fd, [], {}, [], 0.0)
+
+
+def test_steps_to_reach_interpolates_between_evaluations():
+    curve = [(0, 40.0), (100, 20.0), (200, 10.0), (300, 12.0), (400, 5.0)]
+    assert steps_to_reach(curve, 15.0) == 150.0
+    assert steps_to_reach(curve, 10.0) == 200.0
+    assert steps_to_reach(curve, 4.0) is None
+    assert steps_to_reach(curve, 50.0) == 0.0
+
+
+def test_speedup_is_the_reference_length_over_the_steps_needed():
+    slow = _result("repa", [(0, 40.0), (200, 20.0), (400, 10.0)])
+    fast = _result("repa-e", [(0, 40.0), (100, 20.0), (200, 10.0), (400, 5.0)])
+    assert speedup(slow, fast) == (200.0, 2.0)
+    assert speedup(fast, slow) == (None, None)                # never reaches 5.0
+    flat = _result("vanilla", [(0, 40.0), (400, 41.0)])       # never got below the start: no reading
+    assert speedup(flat, fast) == (None, None)
+
+
+def test_spread_gives_mean_and_sample_std_of_what_exists():
+    assert spread([1.0, 3.0]) == "2.00 ± 1.41"
+    assert spread([2.0, None]) == "2.00"
+    assert spread([None, float("nan")]) == "-"
+
+
+def test_a_two_stage_arm_must_name_an_arm(tmp_path):
+    with pytest.raises(ValueError, match="not an arm"):
+        train_arms(tmp_path, "workshop", [Arm("x", "on-frozen-e2e-vae", on_e2e_vae_of="repa-e")], [0])
+
+
+def test_notebook_08_says_which_command_makes_the_results(tmp_path):
+    with pytest.raises(ValueError, match="benchmarks/paper_claims.py --out"):
+        load_claims(tmp_path)
+
+
+def _bench(script: str, out: Path, cache: str, *args: str) -> str:
+    cmd = [sys.executable, f"benchmarks/{script}", "--out", str(out), *args, "--set", *SMOKE, f"cache_dir={cache}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_workshop_claims_smoke_prints_the_table_and_reuses_its_runs(tmp_path, encoder_cache):
+    out = tmp_path / "wc"
+    text = _bench("workshop_claims.py", out, encoder_cache, "--seeds", "0", "1")
+    for heading in ("FD at each evaluation", "At the end of training", "Speed-up of repa-e"):
+        assert heading in text
+    assert "| repa-e |" in text and " ± " in text                # two seeds: mean ± std
+    assert (out / "fd_against_steps.png").stat().st_size > 1000
+    data = json.loads((out / "workshop_claims.json").read_text())
+    assert sorted({(r["arm"], r["seed"]) for r in data["runs"]}) == sorted(
+        (a, s) for a in ("vanilla", "repa", "e2e-diffusion", "repa-e") for s in (0, 1))
+    assert all([s for s, _ in r["fd"]] == [0, 3, 6] for r in data["runs"])
+    again = _bench("workshop_claims.py", out, encoder_cache, "--seeds", "0", "1")
+    assert again.count("finished already: reused") == 8
+
+
+@pytest.mark.slow
+def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_them(tmp_path, encoder_cache):
+    out = tmp_path / "pc"
+    text = _bench("paper_claims.py", out, encoder_cache, "--smoke")
+    for heading in ("Which claims reproduce", "1. Latent structure", "2. FD against steps", "3. Ablations",
+                    "4. The E2E-VAE as a drop-in", "5. Alignment and latent scale", "6. The VAE's reconstruction",
+                    "7. Where end-to-end tuning helps most"):
+        assert heading in text, heading
+    for arm in ("repa-e no stop-grad", "control: VAE reg only", "repa untrained target", "repa on E2E-VAE"):
+        assert f"| {arm} |" in text, arm
+    assert text.count("reproduce") >= 9                          # a verdict per claim
+    for png in ("fd_against_steps.png", "fd_against_steps_all.png", "cknna_over_training.png",
+                "latent_std_over_training.png"):
+        assert (out / png).stat().st_size > 1000, png
+    e2e = json.loads((out / "repa on E2E-VAE-s0" / "config.json").read_text())
+    assert e2e["recipe"] == "on-frozen-e2e-vae" and e2e["vae"] == str((out / "e2e-vae" / "repa-e-s0").resolve())
+    assert json.loads((out / "repa untrained target-s0" / "config.json").read_text())["encoder_steps"] == 0
+
+    from repae_lab.app.notebook_runner import run_notebook
+
+    summary = run_notebook(ROOT / "notebooks" / "08_paper_claims.ipynb", tmp_path / "nb", {"results": str(out)},
+                           kernel="python3")
+    assert summary["status"] == "ok", summary["error"]
+    assert any(k.startswith("final FD/repa-e/") for k in summary["headline"])
+    html = (tmp_path / "nb" / summary["html"]).read_text()
+    assert "Which claims reproduce" in html and "image/png" in html
