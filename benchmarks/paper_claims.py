@@ -15,13 +15,12 @@ tables. Finished runs are reused and interrupted ones resume: run the same comma
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import time
 from pathlib import Path
 
-from repae_lab.app.claims import (Arm, by_arm, collect, fd_at_each_evaluation, fd_plot, markdown_table,
-                                  probe_curve_plot, speedup, speedup_rows, spread, train_arms, write_json)
+from repae_lab.app.claims import (PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot, markdown_table,
+                                  mean, probe_curve_plot, reached, seed_pairs, speedup, speedup_rows, spread, train_arms,
+                                  write_json)
 from repae_lab.config import parse_overrides
 
 MAIN_ARMS = (
@@ -42,7 +41,6 @@ REGIMES = {
     "larger latent (8 channels)": {"vae": "workshop-16-c8"},
     "longer run (2x steps)": {"steps": "2x"},
 }
-PROTOCOL = {"eval_every": 50, "eval_n": 1000}
 SETTINGS = {   # what --quick and --smoke change; the full benchmark is the preset at its length
     "full": dict(seeds=[0, 1, 2], regime_seeds=[0, 1, 2], common={}),
     # one seed; its four recipes are workshop_claims.py's seed-0 runs when --out is the same folder
@@ -66,11 +64,6 @@ def regime_arms(steps: int, skip=()) -> list[Arm]:
     return arms
 
 
-def _mean(values):
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.fmean(vals) if vals else None
-
-
 def channel_std_table(groups, arms) -> str:
     channels = max((len(r.channel_std()) for a in arms for r in groups.get(a, [])), default=0)
     return markdown_table(["per-channel latent std at the end"] + [f"channel {c}" for c in range(channels)],
@@ -83,10 +76,15 @@ def verdict(ok: bool | None, claim: str, evidence: str) -> str:
     return f"- **{claim}**: {mark} here ({evidence})."
 
 
+def holds(test, *values) -> bool | None:
+    """test(*values), or None ("not measured") when any value is missing."""
+    return None if any(v is None for v in values) else test(*values)
+
+
 def write_report(out: Path, results, arms, regimes, seeds, wall_s: float, command: str) -> str:
     g = by_arm(results)
     names = [a.name for a in arms]
-    fd = {a: _mean([r.final_fd for r in g.get(a, [])]) for a in names + [a.name for a in regimes]}
+    fd = {a: mean([r.final_fd for r in g.get(a, [])]) for a in names + [a.name for a in regimes]}
     fmt = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
     sections = [f"Seeds {list(seeds)}; mean ± std over seeds; FD from the in-training evaluations "
                 f"(workshop evaluator, an encoder independent of the REPA target); wall time {wall_s / 60:.1f} min; "
@@ -98,7 +96,7 @@ def write_report(out: Path, results, arms, regimes, seeds, wall_s: float, comman
         [[a.name, a.note or a.recipe, spread([r.probe("spatial_var") for r in g.get(a.name, [])], 3),
           spread([r.probe("total_variation") for r in g.get(a.name, [])], 1),
           spread([r.final_fd for r in g.get(a.name, [])]),
-          spread([r.accuracy[-1][1] if r.accuracy else None for r in g.get(a.name, [])], 3)] for a in arms])]
+          spread([r.final_accuracy for r in g.get(a.name, [])], 3)] for a in arms])]
     # 2. FD against steps and the speed-up
     fd_plot(results, names[:4], out / "fd_against_steps.png", title="FD against steps, the four recipes")
     fd_plot(results, names, out / "fd_against_steps_all.png", title="FD against steps, every arm")
@@ -117,7 +115,7 @@ def write_report(out: Path, results, arms, regimes, seeds, wall_s: float, comman
     sections += ["### 4. The E2E-VAE as a drop-in (the paper's Table 9)", markdown_table(
         ["fresh SiT trained with repa on", "final FD", "class accuracy"],
         [[label, spread([r.final_fd for r in g.get(a, [])]),
-          spread([r.accuracy[-1][1] if r.accuracy else None for r in g.get(a, [])], 3)]
+          spread([r.final_accuracy for r in g.get(a, [])], 3)]
          for label, a in (("the original VAE (the repa arm)", "repa"), ("the exported E2E-VAE", "repa on E2E-VAE"))])]
     # 5. CKNNA and channel std over training
     probe_curve_plot(results, ["repa", "repa-e"], "cknna/sit_t50", out / "cknna_over_training.png",
@@ -140,43 +138,41 @@ def write_report(out: Path, results, arms, regimes, seeds, wall_s: float, comman
           spread([r.eval_at("eval/rfd_workshop") for r in g.get(a, [])])]
          for a in ("e2e-diffusion", "repa-e", "control: VAE reg only")])]
     # 7. where end-to-end tuning helps most
-    rows = []
-    for i, regime in enumerate(REGIMES):
-        repa, repae = g.get(f"R{i + 1} repa", []), g.get(f"R{i + 1} repa-e", [])
-        pairs = [speedup(s, f) for s in repa for f in repae if s.seed == f.seed]
-        rows.append([regime, spread([r.final_fd for r in repa]), spread([r.final_fd for r in repae]),
-                     spread([x for _, x in pairs]), f"{sum(1 for s, _ in pairs if s is not None)}/{len(pairs)}"])
-    base = [speedup(s, f) for s in g.get("repa", []) for f in g.get("repa-e", []) if s.seed == f.seed]
-    rows.insert(0, ["the default regime", spread([r.final_fd for r in g.get("repa", [])]),
-                    spread([r.final_fd for r in g.get("repa-e", [])]), spread([x for _, x in base]),
-                    f"{sum(1 for s, _ in base if s is not None)}/{len(base)}"])
+    def regime_row(label, repa, repae):
+        found = [speedup(s, f) for s, f in seed_pairs(repa, repae)]
+        return [label, spread([r.final_fd for r in repa]), spread([r.final_fd for r in repae]),
+                spread([x for _, x in found]), reached(found)], found
+
+    default_row, base = regime_row("the default regime", g.get("repa", []), g.get("repa-e", []))
+    rows = [default_row] + [regime_row(regime, g.get(f"R{i + 1} repa", []), g.get(f"R{i + 1} repa-e", []))[0]
+                            for i, regime in enumerate(REGIMES)]
     sections += ["### 7. Where end-to-end tuning helps most (repa-e against repa, speed-up to repa's final FD)",
                  markdown_table(["regime", "repa final FD", "repa-e final FD", "speed-up", "seeds reached"], rows)]
     # verdicts, each from the numbers above
-    sv = {a: _mean([r.probe("spatial_var") for r in g.get(a, [])]) for a in names}
-    su = _mean([x for _, x in base])
+    sv = {a: mean([r.probe("spatial_var") for r in g.get(a, [])]) for a in names}
+    su = mean([x for _, x in base])
     claims = [
-        verdict(None if None in (fd["e2e-diffusion"], fd["repa-e"]) else fd["e2e-diffusion"] > 1.2 * fd["repa-e"],
+        verdict(holds(lambda e2e, repae: e2e > 1.2 * repae, fd["e2e-diffusion"], fd["repa-e"]),
                 "naive end-to-end tuning with the diffusion loss degrades generation",
                 f"final FD {fmt(fd['e2e-diffusion'])} against repa-e's {fmt(fd['repa-e'])}"),
-        verdict(None if None in (sv["e2e-diffusion"], sv["repa"]) else sv["e2e-diffusion"] < 0.5 * sv["repa"],
+        verdict(holds(lambda e2e, repa: e2e < 0.5 * repa, sv["e2e-diffusion"], sv["repa"]),
                 "and collapses the latent (Table 1)",
                 f"spatial variance {fmt(sv['e2e-diffusion'], 3)} against {fmt(sv['repa'], 3)} with the VAE frozen"),
-        verdict(None if None in (fd["repa-e"], fd["repa"]) else fd["repa-e"] < fd["repa"],
+        verdict(holds(lambda repae, repa: repae < repa, fd["repa-e"], fd["repa"]),
                 "repa-e beats repa at equal steps", f"final FD {fmt(fd['repa-e'])} against {fmt(fd['repa'])}"),
-        verdict(None if su is None else su > 1.0, "repa-e reaches repa's final FD in fewer steps (Fig. 1; 17x)",
+        verdict(holds(lambda x: x > 1.0, su), "repa-e reaches repa's final FD in fewer steps (Fig. 1; 17x)",
                 f"speed-up {fmt(su)}x"),
-        verdict(None if None in (fd["repa-e no stop-grad"], fd["repa-e"]) else fd["repa-e no stop-grad"] > 1.2 * fd["repa-e"],
+        verdict(holds(lambda ablated, repae: ablated > 1.2 * repae, fd["repa-e no stop-grad"], fd["repa-e"]),
                 "the stop-gradient is needed (Table 4)", f"{fmt(fd['repa-e no stop-grad'])} against {fmt(fd['repa-e'])}"),
-        verdict(None if None in (fd["repa-e no BN"], fd["repa-e"]) else fd["repa-e no BN"] > fd["repa-e"],
+        verdict(holds(lambda ablated, repae: ablated > repae, fd["repa-e no BN"], fd["repa-e"]),
                 "the latent BatchNorm helps (Table 4)", f"{fmt(fd['repa-e no BN'])} against {fmt(fd['repa-e'])}"),
-        verdict(None if None in (fd["control: VAE reg only"], fd["repa-e"]) else fd["control: VAE reg only"] > fd["repa-e"],
+        verdict(holds(lambda control, repae: control > repae, fd["control: VAE reg only"], fd["repa-e"]),
                 "the gain comes from the REPA signal into the VAE, not from a VAE that trained longer",
                 f"control {fmt(fd['control: VAE reg only'])} against repa-e {fmt(fd['repa-e'])}"),
-        verdict(None if None in (fd["repa untrained target"], fd["repa"]) else fd["repa untrained target"] > fd["repa"],
+        verdict(holds(lambda untrained, repa: untrained > repa, fd["repa untrained target"], fd["repa"]),
                 "the target encoder's quality matters (an untrained one helps less)",
                 f"{fmt(fd['repa untrained target'])} against a trained target's {fmt(fd['repa'])}"),
-        verdict(None if None in (fd["repa on E2E-VAE"], fd["repa"]) else fd["repa on E2E-VAE"] < fd["repa"],
+        verdict(holds(lambda e2e_vae, original: e2e_vae < original, fd["repa on E2E-VAE"], fd["repa"]),
                 "the E2E-VAE is a better drop-in latent space for a fresh SiT (Table 9)",
                 f"{fmt(fd['repa on E2E-VAE'])} against {fmt(fd['repa'])} on the original VAE"),
     ]

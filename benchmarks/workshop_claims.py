@@ -16,13 +16,11 @@ import argparse
 import time
 from pathlib import Path
 
-from repae_lab.app.claims import (Arm, collect, fd_at_each_evaluation, fd_plot, markdown_table, speedup_rows,
-                                  spread, train_arms, write_json, by_arm)
+from repae_lab.app.claims import (PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot, markdown_table,
+                                  speedup_rows, spread, train_arms, write_json)
 from repae_lab.config import parse_overrides
 
 ARMS = (Arm("vanilla", "vanilla"), Arm("repa", "repa"), Arm("e2e-diffusion", "e2e-diffusion"), Arm("repa-e", "repa-e"))
-# the evaluation protocol of the benchmark: the preset's sampler and guidance, more samples and a denser curve
-PROTOCOL = {"eval_every": 50, "eval_n": 1000}
 
 
 def report(results, arms, seeds, wall_s: float, command: str) -> str:
@@ -31,7 +29,7 @@ def report(results, arms, seeds, wall_s: float, command: str) -> str:
     final = markdown_table(
         ["recipe", "final FD", "class accuracy", "latent spatial variance", "latent total variation", "train s"],
         [[a, spread([r.final_fd for r in groups.get(a, [])]),
-          spread([r.accuracy[-1][1] if r.accuracy else None for r in groups.get(a, [])], 3),
+          spread([r.final_accuracy for r in groups.get(a, [])], 3),
           spread([r.probe("spatial_var") for r in groups.get(a, [])], 3),
           spread([r.probe("total_variation") for r in groups.get(a, [])], 1),
           spread([r.seconds for r in groups.get(a, [])], 0)] for a in names])

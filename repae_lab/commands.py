@@ -8,9 +8,7 @@ from .workshop.cli import add_subcommands as add_workshop
 
 
 def build_parser():
-    parser = cli.build_parser()
-    add_workshop(cli.subcommands(parser))
-    return parser
+    return cli.build_parser(extensions=(add_workshop,))
 
 
 def main(argv: list[str] | None = None) -> int:

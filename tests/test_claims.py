@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from repae_lab.app.claims import (Arm, RunResult, load_claims, speedup, spread, steps_to_reach, train_arms)
+from repae_lab.app.claims import (FD_KEY, Arm, RunResult, load_claims, speedup, spread, steps_to_reach,
+                                  train_arms)
 
 SMOKE = ["steps=6", "batch_size=8", "vae_pretrain_steps=20", "encoder_steps=30", "probe_size=20", "snapshot_recons=4",
          "latent_stats_batches=1", "log_every=1", "snapshot_every=3", "checkpoint_every=3", "eval_every=3",
@@ -18,7 +19,7 @@ SMOKE = ["steps=6", "batch_size=8", "vae_pretrain_steps=20", "encoder_steps=30",
 
 
 def _result(arm: str, fd: list[tuple[int, float]], seed: int = 0) -> RunResult:
-    return RunResult(arm, seed, Path(arm), fd, [], {}, [], 0.0)
+    return RunResult(arm, seed, Path(arm), {}, [{"step": s, "kind": "eval", FD_KEY: v} for s, v in fd], 0.0)
 
 
 def test_steps_to_reach_interpolates_between_evaluations():

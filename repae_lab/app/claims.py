@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import rundir
-from ..evaluation.records import eval_curve
+from ..config import resolve_config
+from ..evaluation.records import curve_of
 from .parallel_training import RunJob, train_in_parallel
 from .progress import Phase
 
 FD_KEY = "eval/fd_workshop"
 ACCURACY_KEY = "eval/accuracy_workshop"
+# the evaluation protocol of both benchmarks: the preset's sampler and guidance, 1,000 samples, a dense curve.
+# One protocol, so that workshop_claims.py and paper_claims.py pointed at one folder share their runs.
+PROTOCOL = {"eval_every": 50, "eval_n": 1000}
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ def prepare_shared_networks(preset: str, seeds: Sequence[int], common: dict[str,
 
     phase = Phase("preparing the shared networks (cached after the first time)", len(seeds), log)
     for i, seed in enumerate(seeds):
-        prepare(RunJob("shared", Path("."), preset, "repa-e", {**common, "seed": seed}).config(), progress=False)
+        prepare(resolve_config(preset, recipe="repa-e", overrides={**common, "seed": seed}), progress=False)
         phase.update(i + 1, f"seed {seed}")
     phase.close()
 
@@ -102,15 +106,27 @@ class RunResult:
     arm: str
     seed: int
     run: Path
-    fd: list[tuple[int, float]]                # FD of the in-training evaluations against the step
-    accuracy: list[tuple[int, float]]          # class accuracy of the same samples
     probes: dict[int, dict[str, Any]]          # probe scalars per snapshot step
-    evals: list[dict[str, Any]]                # the evaluation records, in step order
+    evals: list[dict[str, Any]]                # the evaluation records of the metrics log, in step order
     seconds: float
 
     @property
+    def fd(self) -> list[tuple[int, float]]:
+        """FD of the in-training evaluations against the step."""
+        return curve_of(self.evals, FD_KEY)
+
+    @property
+    def accuracy(self) -> list[tuple[int, float]]:
+        """Class accuracy of the same samples against the step."""
+        return curve_of(self.evals, ACCURACY_KEY)
+
+    @property
     def final_fd(self) -> float | None:
-        return self.fd[-1][1] if self.fd else None
+        return self.eval_at(FD_KEY)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.eval_at(ACCURACY_KEY)
 
     def eval_at(self, key: str, *, first: bool = False) -> float | None:
         """`key` of the first (step 0: before tuning) or the last evaluation that has it."""
@@ -146,9 +162,7 @@ def collect(out: str | Path, arms: Sequence[Arm], seeds: Sequence[int], *, probe
             phase.update(i + 1, run.name)
         evals = [r for r in rundir.read_jsonl(run / "metrics.jsonl") if r.get("kind") == "eval"]
         summary = rundir.read_json(run / "summary.json") or {}
-        results.append(RunResult(arm.name, seed, run, eval_curve(run, FD_KEY), eval_curve(run, ACCURACY_KEY), scalars,
-                                 evals,
-                                 float(summary.get("seconds", 0.0))))
+        results.append(RunResult(arm.name, seed, run, scalars, evals, float(summary.get("seconds", 0.0))))
     if phase:
         phase.close()
     return results
@@ -181,9 +195,19 @@ def speedup(slow: RunResult, fast: RunResult) -> tuple[float | None, float | Non
     return steps, (slow.fd[-1][0] / steps if steps else None)
 
 
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that exist (None, NaN left out); None when none do."""
+    vals = _finite(values)
+    return statistics.fmean(vals) if vals else None
+
+
 def spread(values: Sequence[float | None], digits: int = 2) -> str:
-    """'mean ± std (n)' over the values that exist; '-' when none; 'n/m reached' is the caller's business."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    """'mean ± std' over the values that exist (one value alone as itself); '-' when none."""
+    vals = _finite(values)
     if not vals:
         return "-"
     if len(vals) == 1:
@@ -208,17 +232,29 @@ def fd_at_each_evaluation(results: Sequence[RunResult], arms: Sequence[str]) -> 
     return markdown_table(["FD at step"] + [str(s) for s in steps], rows)
 
 
+def seed_pairs(slow: Sequence[RunResult], fast: Sequence[RunResult]) -> list[tuple[RunResult, RunResult]]:
+    """(slow run, fast run) for every seed both arms have."""
+    return [(s, f) for s in slow for f in fast if s.seed == f.seed]
+
+
+def reached(found: Sequence[tuple[float | None, float | None]]) -> str:
+    """'k/n': in how many of n seed pairs the fast arm reached the slow arm's final FD."""
+    return f"{sum(1 for steps, _ in found if steps is not None)}/{len(found)}"
+
+
+def speedup_row(label: str, slow: Sequence[RunResult], fast: Sequence[RunResult]) -> list[str]:
+    """[label, slow's final FD, the steps fast needs to reach it, the speed-up, 'k/n' seed pairs that reached
+    it], each over the seeds both arms have."""
+    pairs = seed_pairs(slow, fast)
+    found = [speedup(s, f) for s, f in pairs]
+    return [label, spread([s.final_fd for s, _ in pairs]), spread([st for st, _ in found], 0),
+            spread([x for _, x in found]), reached(found)]
+
+
 def speedup_rows(results: Sequence[RunResult], fast: str, slow: Sequence[str]) -> list[list[str]]:
-    """Per slow arm: its final FD, the steps `fast` needs to reach it and the ratio, seed by seed paired."""
+    """speedup_row of `fast` against each arm of `slow`."""
     groups = by_arm(results)
-    rows = []
-    for arm in slow:
-        pairs = [(s, f) for s in groups.get(arm, []) for f in groups.get(fast, []) if s.seed == f.seed]
-        found = [speedup(s, f) for s, f in pairs]
-        reached = sum(1 for st, _ in found if st is not None)
-        rows.append([arm, spread([s.final_fd for s, _ in pairs]), spread([st for st, _ in found], 0),
-                     spread([x for _, x in found]), f"{reached}/{len(pairs)}"])
-    return rows
+    return [speedup_row(arm, groups.get(arm, []), groups.get(fast, [])) for arm in slow]
 
 
 def _axes():

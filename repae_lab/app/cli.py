@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, Sequence
 
 from ..config import PRESETS, RECIPES, ConfigError, parse_overrides, resolve_config
 
@@ -133,7 +134,9 @@ def _presets(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+    """The parser of every subcommand; each of `extensions` is called with the subparsers to add its own (the
+    layers above this one add theirs that way, commands.py)."""
     parser = argparse.ArgumentParser(prog="repae-lab", description="REPA-E research workbench")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -202,12 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .notebook_cli import add_subcommands as add_notebooks
     add_released(sub)                  # import-checkpoint, compare-vaes
     add_notebooks(sub)                 # run-notebook, sweep
+    for extend in extensions:
+        extend(sub)
     return parser
-
-
-def subcommands(parser: argparse.ArgumentParser):
-    """The subparsers action of a build_parser() parser, for the layers above to add theirs (commands.py)."""
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:

@@ -6,7 +6,6 @@ workshop networks are too small for intra-op parallelism to pay, and the second 
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import rundir
-from ..config import Config, config_from_dict, resolve_config
+from ..config import Config, resolve_config
 from ..rundir import RunError, layout
 from .progress import Phase
+from .workbench import run_action
 
 
 @dataclass(frozen=True)
@@ -34,25 +34,13 @@ class RunJob:
         return resolve_config(self.preset, recipe=self.recipe, overrides=dict(self.overrides))
 
 
-def run_state(run: Path, cfg: Config) -> str:
-    """'new', 'finished' or 'interrupted'; a RunError when the folder holds a run with another config."""
-    if not (run / layout.CONFIG).is_file():
-        return "new"
-    saved = config_from_dict(json.loads((run / layout.CONFIG).read_text()))
-    differs = sorted(k for k, v in vars(saved).items() if getattr(cfg, k) != v)
-    if differs:
-        raise RunError(f"'{run}' holds a different run ({', '.join(differs)} differ); use another --out folder, "
-                       f"or delete that one to start over.")
-    summary = rundir.read_json(run / layout.SUMMARY) or {}
-    return "finished" if summary.get("steps", -1) >= cfg.steps else "interrupted"
-
-
 def check_jobs(jobs: Sequence[RunJob]) -> dict[str, str]:
-    """Every job's state, before any work: a folder holding another run stops here."""
+    """What each job needs, before any work ("train", "resume" or "done": workbench.run_action); a folder
+    holding another run stops here."""
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
-    return {j.name: run_state(j.run, j.config()) for j in jobs}
+    return {j.name: run_action(j.preset, j.recipe, j.run, j.overrides) for j in jobs}
 
 
 def _set_value(value: Any) -> str:
@@ -81,14 +69,14 @@ def _steps_done(run: Path) -> int:
 
 
 def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callable[[str], None] = print,
-                      title: str | None = None, on_finished: Callable[[RunJob], None] | None = None) -> list[RunJob]:
+                      title: str | None = None) -> list[RunJob]:
     """Train every job not yet finished, `processes` at a time (one thread each when several), following their
     metrics logs for one progress display. Each run's output goes to RUN.log beside the run. A failed run
     stops the others and raises a RunError naming its log's last line. Returns the jobs that were trained."""
     states = check_jobs(jobs)
-    todo = [j for j in jobs if states[j.name] != "finished"]
+    todo = [j for j in jobs if states[j.name] != "done"]
     for job in jobs:
-        if states[job.name] == "finished":
+        if states[job.name] == "done":
             log(f"[{job.name}] finished already: reused ({job.run})")
     if not todo:
         return []
@@ -104,7 +92,7 @@ def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callab
                 job = waiting.pop(0)
                 job.run.parent.mkdir(parents=True, exist_ok=True)
                 logfile = open(job.run.parent / f"{job.run.name}.log", "a")
-                cmd = train_command(job, resume=states[job.name] == "interrupted")
+                cmd = train_command(job, resume=states[job.name] == "resume")
                 running[job.name] = (job, subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env),
                                      logfile)
                 started[job.name] = time.time()
@@ -120,8 +108,6 @@ def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callab
                     raise RunError(f"training {name} failed ({lines[-1] if lines else 'no output'}); its log is "
                                    f"{logfile.name}. Run the same command again to resume.")
                 log(f"[{name}] trained in {time.time() - started[name]:.0f} s")
-                if on_finished is not None:
-                    on_finished(job)
     finally:
         for _, proc, logfile in running.values():     # an error or Ctrl-C: the children stop, resumable
             proc.terminate()

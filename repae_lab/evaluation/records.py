@@ -67,5 +67,9 @@ def format_record(record: dict[str, Any]) -> str:
 
 def eval_curve(run: str | Path, key: str = "eval/fd_workshop") -> list[tuple[int, float]]:
     """(step, value) pairs of one eval metric from a run's metrics log, for FD-versus-steps plots."""
-    return [(r["step"], r[key]) for r in rundir.read_jsonl(Path(run) / layout.METRICS)
-            if r.get("kind") == "eval" and key in r]
+    return curve_of(rundir.read_jsonl(Path(run) / layout.METRICS), key)
+
+
+def curve_of(records, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one eval metric from metrics-log records already read."""
+    return [(r["step"], r[key]) for r in records if r.get("kind") == "eval" and key in r]
