@@ -291,6 +291,30 @@ def test_train_notebook_with_two_processes_runs_torchrun_and_follows_it(executed
 
 
 @pytest.mark.slow
+def test_explore_notebook_compares_vaes_side_by_side_without_any_run(tmp_path):
+    """04_explore with VAEs only: compare-vaes runs in the notebook, its table, the VAEs' latent PCA and PCA-RGB
+    maps show as figures, and a wrong `comparison` folder is refused in one line before anything runs."""
+    from repae_lab.app.notebook_runner import run_notebook
+
+    summary = run_notebook(ROOT / "notebooks" / "04_explore.ipynb", tmp_path / "cmp",
+                           dict(runs=[], vaes=["workshop-16", "workshop-16-c8"], vae_images="digits", vae_n=30),
+                           kernel="python3")
+    assert summary["status"] == "ok", summary["error"]
+    nb = nbformat.read(str(tmp_path / "cmp" / summary["executed"]), as_version=4)
+    html = "".join(o["data"].get("text/html", "") for o in _outputs(nb) if "data" in o)
+    assert "spatial_var" in html and "workshop-16-c8" in html and "8x8x8" in html
+    figures = [o["data"][PLOTLY] for o in _outputs(nb) if PLOTLY in o.get("data", {})]
+    assert len(figures) == 2 and "latent space" in figures[0]["layout"]["title"]["text"]
+    assert {t["name"] for t in figures[0]["data"]} == {str(c) for c in range(10)}   # coloured by digit class
+    assert summary["headline"]["workshop-16-c8 spatial variance"] > 0
+    assert (tmp_path / "cmp" / "vae-comparison" / "vae_arrays.safetensors").is_file()
+
+    refused = run_notebook(ROOT / "notebooks" / "04_explore.ipynb", tmp_path / "bad",
+                           dict(runs=[], comparison=str(tmp_path)), kernel="python3")
+    assert refused["status"] == "failed" and "not a folder written by `repae-lab compare-vaes" in refused["error"]["evalue"]
+
+
+@pytest.mark.slow
 def test_latent_space_and_explore_notebooks_show_the_explorer_as_a_static_figure(executed):
     for stem in ("02_latent_space", "04_explore"):
         summary, nb, _ = _ok(executed, stem)

@@ -461,6 +461,55 @@ def test_latent_explorer_shows_runs_that_lack_a_view(runs, monkeypatch):
     assert not np.isnan(_run_points(explorer, 1)[0]).any()
 
 
+@pytest.fixture(scope="module")
+def vae_comparison(tmp_path_factory):
+    """A compare-vaes folder: a 4-channel and an 8-channel VAE (random weights) on 30 labelled digits."""
+    from repae_lab.released.compare_vaes import compare_vaes
+
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    compare_vaes(["workshop-16", "workshop-16-c8"], "digits", out, n=30, rfd="none", dataset_resolution=16)
+    return out
+
+
+def test_latent_explorer_shows_a_vae_comparison_side_by_side_and_beside_runs(vae_comparison, runs):
+    import io
+
+    from PIL import Image
+    from repae_lab.probes import image_pca_embeddings
+    from safetensors.torch import load_file
+    from widgets import LatentExplorer
+
+    explorer = LatentExplorer(vae_comparison)
+    assert [r.label for r in explorer.runs] == ["workshop-16 (4x8x8)", "workshop-16-c8 (8x8x8)"]
+    assert list(explorer.step.options) == [0] and explorer.view.value.startswith("PCA")
+    arrays = load_file(str(vae_comparison / "vae_arrays.safetensors"))
+    x, y = _run_points(explorer, 1)                                   # the 8-channel VAE's own PCA frame
+    expected = image_pca_embeddings([arrays["latents.1"]])[0]
+    assert np.allclose(x, expected[:, 0]) and np.allclose(y, expected[:, 1])
+    rows = json.loads((vae_comparison / "vae_comparison.json").read_text())["rows"]
+    assert f"{rows[1]['linear_probe']:.1%}" in explorer.stats.value
+    assert f"{rows[0]['rpsnr']:.2f} dB" in explorer.stats.value and "CKNNA" not in explorer.stats.value
+    assert len(explorer.maps.data) == 2                               # one PCA-RGB mosaic per VAE
+    assert [t.name for t in explorer.scatter.data if t.showlegend] == [str(c) for c in range(10)]
+
+    explorer.show_image(1, 4)                                         # hover: the image beside its reconstruction
+    shown = np.asarray(Image.open(io.BytesIO(explorer.hover_image.value)).convert("RGB"))
+    scale = shown.shape[0] // 16
+    assert shown.shape == (16 * scale, 32 * scale, 3) and "reconstruction" in explorer.hover_label.value
+    assert np.array_equal(shown[::scale, ::scale][:, 16:], arrays["recons.1"][4].numpy())
+
+    explorer.add_run(runs[0])                                         # a trained run beside the VAEs
+    assert len(explorer.runs) == 3 and list(explorer.step.options) == [0, 3, 6]
+    with pytest.raises(ValueError, match="shown already"):
+        explorer.add_run(vae_comparison)
+    (vae_comparison / "vae_arrays.safetensors").rename(vae_comparison / "moved")
+    try:
+        with pytest.raises(rundir.RunError, match="compare-vaes .* again"):
+            LatentExplorer(vae_comparison)
+    finally:
+        (vae_comparison / "moved").rename(vae_comparison / "vae_arrays.safetensors")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # SamplerPlayground
 

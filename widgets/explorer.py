@@ -14,6 +14,7 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
+from repae_lab.app.explorer_comparison import explorer_entries
 from repae_lab.app.explorer_data import (VIEWS, RunData, available_views, curves_figure, explorer_animation,
                                          explorer_figures, map_sources, maps_figure, MAPS_TITLE, png_bytes,
                                          scatter_columns, scatter_figure, scatter_traces, stats_html, step_at)
@@ -33,6 +34,10 @@ class LatentExplorer(View):
     - the probe curves (linear probe, CKNNA, spatial variance) with a cursor at the step, and that step's numbers.
 
         LatentExplorer(["runs/workshop-repa-e", "runs/workshop-e2e-diffusion"])
+        LatentExplorer("runs/compare")      # a `repae-lab compare-vaes --out runs/compare` folder: VAEs side by side
+
+    A compare-vaes folder adds one entry per VAE (at step 0: a comparison has no training steps), beside runs or
+    on its own; hovering one of its points shows the image and that VAE's reconstruction.
 
     Missing probes are computed once when the explorer is built (`compute_missing=False` to use only what is
     cached); `settings` (repae_lab.probes.ProbeSettings) changes what is computed. Hovered points show their image
@@ -50,8 +55,8 @@ class LatentExplorer(View):
         if not runs:
             raise ValueError("LatentExplorer needs at least one run directory.")
         self.settings, self.n_images, self.hover_images = settings, images, hover_images
-        self.runs = [RunData(Path(r), compute_missing=compute_missing, settings=settings, images=images,
-                             probe_images=hover_images) for r in runs]
+        self.runs = explorer_entries(runs, compute_missing=compute_missing, settings=settings, images=images,
+                                     probe_images=hover_images)
         steps = self._steps()
         if not steps:
             raise ValueError(f"no probed snapshots in {', '.join(str(r) for r in runs)}: train with snapshot_every > 0.")
@@ -99,10 +104,10 @@ class LatentExplorer(View):
         callback); the explorer, its slider and its figures stay."""
         if not str(run):
             raise ValueError("type a run directory into the box first.")
-        if any(r.run == Path(run) for r in self.runs):
+        if any(getattr(r, "source", r.run) == Path(run) for r in self.runs):
             raise ValueError(f"'{run}' is shown already.")
-        self.runs.append(RunData(Path(run), compute_missing=compute_missing, settings=self.settings,
-                                 images=self.n_images, probe_images=self.hover_images))
+        self.runs += explorer_entries([run], compute_missing=compute_missing, settings=self.settings,
+                                      images=self.n_images, probe_images=self.hover_images)
         self._runs_changed()
 
     def remove_run(self, run: str | Path) -> None:
@@ -153,9 +158,13 @@ class LatentExplorer(View):
         run = self.runs[run_index]
         c = int(run.labels[image]) if run.labels is not None else 0
         name = run.class_names[c] if c < len(run.class_names) else str(c)
+        recons = getattr(run, "recons", None)       # a compared VAE: the image beside its reconstruction
         if run.images is not None:
-            self.hover_image.value = png_bytes(run.images[image])
-        self.hover_label.value = f"<b>image {image}</b>, class <b>{name}</b><br><small>{run.label}</small>"
+            picture = run.images[image] if recons is None else np.concatenate([run.images[image], recons[image]], 1)
+            self.hover_image.value = png_bytes(picture)
+            self.hover_image.layout.width = "96px" if recons is None else "192px"
+        what = "image | reconstruction" if recons is not None else "image"
+        self.hover_label.value = (f"<b>{what} {image}</b>, class <b>{name}</b><br><small>{run.label}</small>")
 
     # -- updating: nothing but copies of loaded arrays into the figures ------------------------------------------
     def show(self, step: int | None = None, view: str | None = None, *, rescale: bool = False) -> None:

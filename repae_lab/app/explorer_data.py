@@ -34,7 +34,8 @@ VIEWS = {
 # probe scalars in the table under the slider: (key, label, format)
 STATS = (("linear/latents", "linear probe (latents)", "{:.1%}"), ("knn/latents", "k-NN (latents)", "{:.1%}"),
          ("cknna/sit_t50", "CKNNA SiT tokens vs target", "{:.3f}"), ("spatial_var", "spatial variance", "{:.3g}"),
-         ("total_variation", "total variation", "{:.3g}"), ("high_freq_share", "high-frequency share", "{:.1%}"))
+         ("total_variation", "total variation", "{:.3g}"), ("high_freq_share", "high-frequency share", "{:.1%}"),
+         ("rpsnr", "reconstruction PSNR", "{:.2f} dB"))
 
 # probe curves beside the maps, each with a cursor at the slider's step
 CURVES = (("linear/latents", "linear probe accuracy (latents)"), ("cknna/sit_t50", "CKNNA: SiT tokens vs target"),
@@ -266,15 +267,18 @@ def curves_figure(runs: Sequence[RunData], step: int) -> go.Figure:
 
 
 def stats_html(runs: Sequence[RunData], step: int) -> str:
-    """The probe numbers of `step` (each run at its newest snapshot at or before it)."""
-    head = "".join(f"<th style='padding:0 8px'>{label}</th>" for _, label, _ in STATS)
+    """The probe numbers of `step` (each run at its newest snapshot at or before it); a column that no run has
+    at any step is left out."""
+    shown = [stat for stat in STATS if any(isinstance(v.get(stat[0]), (int, float)) for r in runs
+                                           for v in r.scalars.values())]
+    head = "".join(f"<th style='padding:0 8px'>{label}</th>" for _, label, _ in shown)
     rows = []
     for run in runs:
         s = step_at(run.steps, step)
         values = run.scalars.get(s, {})
         cells = "".join(f"<td style='padding:0 8px;text-align:right'>"
                         f"{fmt.format(values[k]) if isinstance(values.get(k), (int, float)) else '-'}</td>"
-                        for k, _, fmt in STATS)
+                        for k, _, fmt in shown)
         rows.append(f"<tr><td style='padding:0 8px'>{html.escape(run.label)} @ {s}</td>{cells}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 

@@ -27,7 +27,7 @@ SUMMARY = "summary.json"
 LOG = "log.txt"
 # parameters run-notebook sets when the caller does not: runs go into the output folder, and no widgets (their
 # state would fill the executed notebook, and the HTML export could not draw them)
-OUTPUT_PARAMETERS = {"out": "run", "out_root": "run"}
+OUTPUT_PARAMETERS = {"out": "run", "out_root": "run", "comparison_out": "vae-comparison"}
 
 
 def default_parameters(parameters: Mapping[str, dict[str, Any]], given: Mapping[str, Any], out: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..rundir import atomic_save_tensors
 from ..data import DATASETS, center_crop_adm, class_balanced_indices, load_dataset
 from ..data.datasets import IMAGE_EXTENSIONS
 from ..metrics.reconstruction import psnr, ssim
@@ -38,6 +39,9 @@ from .errors import ReleasedModelError
 from .vae_loading import load_released_vae
 
 WORKSHOP_DATASETS = ("digits", "fashion-mnist", "cifar10")
+# what write_comparison writes; the latent explorer reads a folder holding COMPARISON_JSON and ARRAYS
+COMPARISON_JSON = "vae_comparison.json"
+ARRAYS = "vae_arrays.safetensors"   # per VAE i: latents.i, rgb.i (PCA-RGB), images.i, recons.i; and labels
 TABLE_COLUMNS = ("vae", "latent", "resolution", "factor", "params_m", "spatial_var", "spatial_var_norm",
                  "total_variation", "effective_rank_pixels", "effective_rank_images", "high_freq_share",
                  "pca_top3_share", "linear_probe", "rpsnr", "rssim")
@@ -50,6 +54,7 @@ class ImageSet:
     source: str
     dataset: object | None = None   # a workshop dataset (for the rFD feature space)
     uint8: torch.Tensor | None = None  # the dataset's own images at its resolution
+    class_names: list[str] | None = None
 
 
 @dataclass
@@ -61,6 +66,7 @@ class VAEComparison:
     recons: dict[str, torch.Tensor]           # name -> uint8 reconstructions
     pca_maps: dict[str, np.ndarray]           # name -> (N, h, w, 3) in [0, 1]
     labels: torch.Tensor | None
+    class_names: list[str] | None = None
     figures: dict = field(default_factory=dict)   # name -> PIL.Image
     files: dict = field(default_factory=dict)     # written paths
 
@@ -76,7 +82,8 @@ def load_image_set(images, *, n: int = 64, seed: int = 0, dataset_resolution: in
         x, y = ds.batch(idx)
         u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         pils = [Image.fromarray(im[0].numpy() if im.shape[0] == 1 else im.permute(1, 2, 0).numpy()) for im in u8]
-        return ImageSet(pils, y, f"dataset {images}", ds if ds.name in WORKSHOP_DATASETS else None, u8)
+        return ImageSet(pils, y, f"dataset {images}", ds if ds.name in WORKSHOP_DATASETS else None, u8,
+                        list(ds.class_names))
     if not path.is_dir():
         raise ReleasedModelError(f"--images '{images}' is neither a folder nor a dataset name; pass a folder of "
                                  f"images or one of {', '.join(d for d in DATASETS if d != 'imagefolder')}.")
@@ -94,7 +101,8 @@ def load_image_set(images, *, n: int = 64, seed: int = 0, dataset_resolution: in
     for i in idx.tolist():
         with Image.open(files[i]) as im:
             pils.append(im.convert("RGB"))
-    return ImageSet(pils, labels[idx] if labels is not None else None, f"folder {path}")
+    return ImageSet(pils, labels[idx] if labels is not None else None, f"folder {path}",
+                    class_names=classes if labels is not None else None)
 
 
 def images_for(pils, resolution: int, channels: int) -> torch.Tensor:
@@ -200,7 +208,7 @@ def compare_vaes(vaes, images, out=None, *, n: int = 64, resolution: int | None 
                                                                            dataset_resolution=dataset_resolution)
     notes = [f"{len(image_set.pils)} images from {image_set.source}; latents are posterior means"]
     space = _rfd_space(rfd, image_set, rfd_weights, cache_dir, notes)
-    result = VAEComparison([], notes, {}, {}, {}, {}, image_set.labels)
+    result = VAEComparison([], notes, {}, {}, {}, {}, image_set.labels, image_set.class_names)
     for spec in specs:
         name, vae, note = vae_from_spec_any(spec, seed=seed)
         while name in result.latents:
@@ -257,15 +265,38 @@ def write_comparison(result: VAEComparison, out) -> dict[str, Path]:
         writer = csv.DictWriter(f, fieldnames=columns + extra, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rows)
-    (out / "vae_comparison.json").write_text(json.dumps({"rows": result.rows, "notes": result.notes}, indent=1,
-                                                         default=str))
+    (out / COMPARISON_JSON).write_text(json.dumps(
+        {"rows": result.rows, "notes": result.notes, "vaes": list(result.latents), "class_names": result.class_names},
+        indent=1, default=str))
+    save_arrays(result, out / ARRAYS)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in result.rows]
     lines += [""] + [f"- {note}" for note in result.notes]
     (out / "vae_comparison.md").write_text("\n".join(lines) + "\n")
-    files = {"csv": out / "vae_comparison.csv", "json": out / "vae_comparison.json", "md": out / "vae_comparison.md"}
+    files = {"csv": out / "vae_comparison.csv", "json": out / COMPARISON_JSON, "md": out / "vae_comparison.md",
+             "arrays": out / ARRAYS}
     for name, image in result.figures.items():
         image.save(out / f"{name}.png")
         files[name] = out / f"{name}.png"
     result.files = files
     return files
+
+
+def _hwc_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, H, W, 3): grey images repeated, extra channels dropped, for display."""
+    x = images[:, :3] if images.shape[1] >= 3 else images[:, :1].expand(-1, 3, -1, -1)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def save_arrays(result: VAEComparison, path: Path) -> None:
+    """The arrays behind the table, for the latent explorer: per VAE (in row order) its latents, PCA-RGB maps,
+    inputs and reconstructions, and the images' labels."""
+    tensors = {}
+    for i, name in enumerate(result.latents):
+        tensors[f"latents.{i}"] = result.latents[name].float()
+        tensors[f"rgb.{i}"] = torch.from_numpy((result.pca_maps[name] * 255).round().astype(np.uint8))
+        tensors[f"images.{i}"] = _hwc_rgb(result.originals[name])
+        tensors[f"recons.{i}"] = _hwc_rgb(result.recons[name])
+    if result.labels is not None:
+        tensors["labels"] = torch.as_tensor(result.labels).long()
+    atomic_save_tensors(path, tensors)
