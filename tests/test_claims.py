@@ -88,7 +88,8 @@ def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_th
         assert heading in text, heading
     for arm in ("repa-e no stop-grad", "control: VAE reg only", "repa untrained target", "repa on E2E-VAE"):
         assert f"| {arm} |" in text, arm
-    assert text.count("reproduce") >= 9                          # a verdict per claim
+    verdicts = [l for l in text.splitlines() if l.startswith("- **")]
+    assert len(verdicts) == 9 and all(" here" in l for l in verdicts)   # a verdict per claim
     for png in ("fd_against_steps.png", "fd_against_steps_all.png", "cknna_over_training.png",
                 "latent_std_over_training.png"):
         assert (out / png).stat().st_size > 1000, png
@@ -104,3 +105,19 @@ def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_th
     assert any(k.startswith("final FD/repa-e/") for k in summary["headline"])
     html = (tmp_path / "nb" / summary["html"]).read_text()
     assert "Which claims reproduce" in html and "image/png" in html
+
+
+def test_paper_claims_quick_is_seed_0_of_the_full_benchmark_so_the_full_reuses_its_runs():
+    """--quick trains a subset of the full benchmark's (arm, seed) runs with the same settings: run after it,
+    the full benchmark starts from the quick one's finished runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_claims", ROOT / "benchmarks" / "paper_claims.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    quick, full = bench.SETTINGS["quick"], bench.SETTINGS["full"]
+    assert quick["common"] == full["common"] == {}
+    assert set(quick["seeds"]) <= set(full["seeds"]) and set(quick["regime_seeds"]) <= set(full["regime_seeds"])
+    quick_arms = {a.name for a in bench.regime_arms(500, quick.get("skip_regimes", ()))}
+    full_arms = {a.name for a in bench.regime_arms(500, full.get("skip_regimes", ()))}
+    assert quick_arms < full_arms and len(quick_arms) == 2
