@@ -89,13 +89,6 @@ def verdict(ok: bool | None, claim: str, evidence: str, values: tuple = ()) -> s
     return f"- **{claim}**: {mark}; {evidence}."
 
 
-def regime_speedups(groups) -> list[float | None]:
-    """The mean speed-up of repa-e over repa in the default regime and in each of REGIMES (None: not measured)."""
-    pairs = [(groups.get("repa", []), groups.get("repa-e", []))]
-    pairs += [(groups.get(f"R{i + 1} repa", []), groups.get(f"R{i + 1} repa-e", [])) for i in range(len(REGIMES))]
-    return [mean([speedup(s, f)[1] for s, f in seed_pairs(repa, repae)]) for repa, repae in pairs]
-
-
 def holds(test, *values) -> bool | None:
     """test(*values), or None ("not measured") when any value is missing."""
     return None if any(v is None for v in values) else test(*values)
@@ -104,7 +97,8 @@ def holds(test, *values) -> bool | None:
 def write_report(out: Path, results, arms, regimes, seeds, wall_s: float, command: str) -> str:
     g = by_arm(results)
     names = [a.name for a in arms]
-    fd = {a: mean([r.final_fd for r in g.get(a, [])]) for a in names + [a.name for a in regimes]}
+    finals = {a: [r.final_fd for r in g.get(a, [])] for a in names + [a.name for a in regimes]}
+    fd = {a: mean(values) for a, values in finals.items()}
     fmt = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
     sections = [f"Seeds {list(seeds)}; mean ± std over seeds; FD from the in-training evaluations "
                 f"(workshop evaluator, an encoder independent of the REPA target); wall time {wall_s / 60:.1f} min; "
@@ -158,14 +152,14 @@ def write_report(out: Path, results, arms, regimes, seeds, wall_s: float, comman
           spread([r.eval_at("eval/rfd_workshop") for r in g.get(a, [])])]
          for a in ("e2e-diffusion", "repa-e", "control: VAE reg only")])]
     # 7. where end-to-end tuning helps most
-    def regime_row(label, repa, repae):
-        label, repa_fd, _, found, n = speedup_row(label, repa, repae)
-        return [label, repa_fd, spread([r.final_fd for r in repae]), found, n]
-
-    rows = [regime_row("the default regime", g.get("repa", []), g.get("repa-e", []))]
-    rows += [regime_row(regime, g.get(f"R{i + 1} repa", []), g.get(f"R{i + 1} repa-e", []))
-             for i, regime in enumerate(REGIMES)]
-    measured = [(speedup_mean, row[0]) for row, speedup_mean in zip(rows, regime_speedups(g)) if speedup_mean]
+    compared = [("the default regime", g.get("repa", []), g.get("repa-e", []))]
+    compared += [(regime, g.get(f"R{i + 1} repa", []), g.get(f"R{i + 1} repa-e", [])) for i, regime in enumerate(REGIMES)]
+    rows, measured = [], []
+    for label, repa, repae in compared:
+        _, repa_fd, _, found, n = speedup_row(label, repa, repae)
+        rows.append([label, repa_fd, spread([r.final_fd for r in repae]), found, n])
+        if (speedup_mean := mean([speedup(s_, f_)[1] for s_, f_ in seed_pairs(repa, repae)])) is not None:
+            measured.append((speedup_mean, label))
     best = max(measured, default=None)
     sections += ["### 7. Where end-to-end tuning helps most (repa-e against repa, speed-up to repa's final FD)",
                  markdown_table(["regime", "repa final FD", "repa-e final FD", "speed-up", "seeds reached"], rows),
@@ -173,11 +167,10 @@ def write_report(out: Path, results, arms, regimes, seeds, wall_s: float, comman
                  + " \"at least\": repa-e reached repa's final FD before its first evaluation after the start, so "
                    "only a bound is known."]
     # verdicts, each from the numbers above
-    sv = {a: mean([r.probe("spatial_var") for r in g.get(a, [])]) for a in names}
+    svs = {a: [r.probe("spatial_var") for r in g.get(a, [])] for a in names}
+    sv = {a: mean(values) for a, values in svs.items()}
     speedups = [speedup(s_, f_)[1] for s_, f_ in seed_pairs(g.get("repa", []), g.get("repa-e", []))]
     su = mean(speedups)
-    finals = {a: [r.final_fd for r in g.get(a, [])] for a in fd}
-    svs = {a: [r.probe("spatial_var") for r in g.get(a, [])] for a in names}
     claims = [
         verdict(holds(lambda e2e, repae: e2e > 1.2 * repae, fd["e2e-diffusion"], fd["repa-e"]),
                 "naive end-to-end tuning with the diffusion loss degrades generation",

@@ -104,7 +104,7 @@ class LatentExplorer(View):
         callback); the explorer, its slider and its figures stay."""
         if not str(run):
             raise ValueError("type a run directory into the box first.")
-        if any(getattr(r, "source", r.run) == Path(run) for r in self.runs):
+        if any(r.source == Path(run) for r in self.runs):
             raise ValueError(f"'{run}' is shown already.")
         self.runs += explorer_entries([run], compute_missing=compute_missing, settings=self.settings,
                                       images=self.n_images, probe_images=self.hover_images)
@@ -158,7 +158,7 @@ class LatentExplorer(View):
         run = self.runs[run_index]
         c = int(run.labels[image]) if run.labels is not None else 0
         name = run.class_names[c] if c < len(run.class_names) else str(c)
-        recons = getattr(run, "recons", None)       # a compared VAE: the image beside its reconstruction
+        recons = run.recons                          # a compared VAE: the image beside its reconstruction
         if run.images is not None:
             picture = run.images[image] if recons is None else np.concatenate([run.images[image], recons[image]], 1)
             self.hover_image.value = png_bytes(picture)

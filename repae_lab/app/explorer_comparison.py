@@ -16,7 +16,7 @@ from .explorer_data import RunData
 
 # compare-vaes row key -> the probe key the explorer's table and curves use
 ROW_TO_PROBE = {"linear_probe": "linear/latents", "spatial_var": "spatial_var", "total_variation": "total_variation",
-                "high_freq_share": "high_freq_share", "rpsnr": "rpsnr", "rssim": "rssim"}
+                "high_freq_share": "high_freq_share", "rpsnr": "rpsnr"}
 
 
 def is_comparison(path: str | Path) -> bool:

@@ -87,6 +87,7 @@ class RunData:
             # the only heavy work, done when an explorer is built and never in a callback; cached steps are skipped
             probes = probe_run(run, settings)
         self.run, self.probes, self.label = run, probes, run_label(run)
+        self.source = run          # what the explorer was given (a compared VAE's is its comparison folder)
         self.steps = probes.steps
         self.scalars = probes.scalars
         self.embeddings = {s: probes.embeddings(s) for s in self.steps}
@@ -106,6 +107,8 @@ class RunData:
             self.images, names = _probe_images(run, indices)
         n_classes = int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
         self.class_names = names if names and len(names) >= n_classes else [str(c) for c in range(n_classes)]
+
+    recons: np.ndarray | None = None   # reconstructions shown beside the hovered image (compared VAEs have them)
 
     @property
     def classes(self) -> list[int]:

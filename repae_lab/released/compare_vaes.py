@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..rundir import atomic_save_tensors
 from ..data import DATASETS, center_crop_adm, class_balanced_indices, load_dataset
 from ..data.datasets import IMAGE_EXTENSIONS
 from ..metrics.reconstruction import psnr, ssim
@@ -34,6 +33,7 @@ from ..probes.features import flat_latents
 from ..probes.latent_stats import latent_statistics
 from ..probes.linear import cross_validated, linear_probe_accuracy, stratified_folds
 from ..probes.pca import fit_pca_basis, pca_rgb
+from ..rundir import atomic_save_tensors
 from .compare_figures import pca_figure, reconstruction_figure
 from .errors import ReleasedModelError
 from .vae_loading import load_released_vae
