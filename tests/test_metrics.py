@@ -301,3 +301,24 @@ def test_evaluate_during_training_leaves_the_training_state_alone(tiny_config, q
     assert (tmp_path / "eval" / "step-00000040-heun2-cfg2-n16.png").is_file()
     again = evaluate(state, tmp_path)                      # same protocol, same figures
     assert again["eval/fd_workshop"] == record["eval/fd_workshop"]
+
+
+@pytest.mark.slow
+def test_the_evaluation_cadence_does_not_change_training(tiny_config, quick_evaluator, tmp_path):
+    """A run evaluated every 2 steps trains bitwise as one never evaluated (the claims benchmarks compare runs
+    across evaluation cadences)."""
+    from safetensors.torch import load_file
+
+    from repae_lab import rundir
+    from repae_lab.app.launch import train
+
+    for every in (2, 0):
+        train(tiny_config("repa-e", steps=4, eval_every=every, eval_n=16, eval_steps=2), tmp_path / f"e{every}",
+              progress=False)
+    logs = {e: rundir.read_jsonl(tmp_path / f"e{e}" / "metrics.jsonl") for e in (2, 0)}
+    training = {e: [{k: v for k, v in r.items() if k != "time"} for r in log if "kind" not in r and "event" not in r]
+                for e, log in logs.items()}
+    assert [r["step"] for r in training[0]] == [1, 2, 3, 4] and training[2] == training[0]
+    assert [r["step"] for r in logs[2] if r.get("kind") == "eval"] == [0, 2, 4]
+    weights = {e: load_file(tmp_path / f"e{e}" / "checkpoints" / "step-00000004" / "vae.safetensors") for e in (2, 0)}
+    assert all(torch.equal(weights[2][k], v) for k, v in weights[0].items())
