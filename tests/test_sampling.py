@@ -295,3 +295,18 @@ def test_sit_velocity_uses_the_null_class_for_the_unconditional_half():
     model = sit_velocity(sit, cfg_scale=1.5, interval=(0, 1))
     model(torch.zeros(2, 4, 8, 8), torch.full((2,), 0.5), torch.tensor([3, 4]))
     assert seen[-1].tolist() == [3, 4, 10, 10]
+
+
+def test_sampling_skips_the_alignment_projectors_and_gets_the_same_velocity():
+    sit, _ = _tiny_models()
+    calls = []
+    for proj in sit.projectors:
+        proj.register_forward_hook(lambda m, args, out: calls.append(1))
+    x, t, y = torch.randn(2, 4, 8, 8), torch.full((2,), 0.5), torch.tensor([3, 4])
+    with torch.no_grad():
+        full, zs = sit(x, t, y)
+        assert calls and zs
+        calls.clear()
+        velocity = sit_velocity(sit)(x, t, y)
+    assert not calls, "sampling ran the projectors"
+    assert torch.equal(velocity, full)

@@ -297,14 +297,16 @@ class SiT(nn.Module):
         return x.reshape(x.shape[0], c, h * p, w * p)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, *, stop_at_depth: int | None = None,
-                force_drop_ids: Tensor | None = None) -> tuple[Tensor | None, list[Tensor]]:
+                force_drop_ids: Tensor | None = None, project: bool = True) -> tuple[Tensor | None, list[Tensor]]:
         """x: (N, C, H, W) noised, already-normalised latent; t: (N,) in [0, 1]; y: (N,) long.
 
         Returns ``(velocity (N, C, H, W), [projected tokens (N, T, z_dim) per projector])``.
         With ``stop_at_depth`` (>= alignment_depth) the pass stops after that block and the
         velocity is ``None`` -- the cheap truncated pass REPA-E uses to push the alignment
         loss into the VAE. Labels are dropped to the null class at random only in training
-        mode, or deterministically where ``force_drop_ids`` is true.
+        mode, or deterministically where ``force_drop_ids`` is true. ``project=False`` skips the
+        projectors (the list comes back empty): sampling needs only the velocity, and the
+        projectors cost a tenth of a workshop SiT's forward pass.
         """
         cfg = self.cfg
         if stop_at_depth is not None and not cfg.alignment_depth <= stop_at_depth <= cfg.depth:
@@ -318,7 +320,7 @@ class SiT(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, c, use_reentrant=False)
             else:
                 x = block(x, c)  # (N, T, D)
-            if i == cfg.alignment_depth:
+            if i == cfg.alignment_depth and project:
                 zs = [proj(x) for proj in self.projectors]  # each (N, T, z_dim)
             if stop_at_depth is not None and i == stop_at_depth:
                 return None, zs

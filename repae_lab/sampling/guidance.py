@@ -51,9 +51,9 @@ class GuidedVelocity:
 def sit_velocity(sit, *, cfg_scale: float = 1.0, interval=(0.0, 1.0)) -> GuidedVelocity:
     """A SiT as a velocity callable for the samplers (eval mode assumed: no label dropout), with CFG.
 
-    The SiT also returns the projected alignment tokens; sampling needs only the velocity."""
+    Sampling needs only the velocity: the SiT's alignment projectors are skipped."""
     def velocity(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        return sit(x, t, y)[0]
+        return sit(x, t, y, project=False)[0]
     if cfg_scale < 0 or math.isnan(cfg_scale):
         raise SamplingError(f"the guidance scale must be >= 0 (1 = no guidance), got {cfg_scale}.")
     return GuidedVelocity(velocity, sit.cfg.num_classes, cfg_scale, interval)
