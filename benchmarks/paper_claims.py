@@ -229,9 +229,8 @@ def main() -> None:
     steps = resolve_config(args.preset, overrides=dict(common)).steps
     regimes = [] if args.no_regimes else regime_arms(steps, setting.get("skip_regimes", ()))
     t0 = time.time()
-    train_arms(out, args.preset, MAIN_ARMS, setting["seeds"], common, processes=args.jobs)
-    if regimes:
-        train_arms(out, args.preset, regimes, setting["regime_seeds"], common, processes=args.jobs)
+    groups = [(MAIN_ARMS, setting["seeds"])] + ([(regimes, setting["regime_seeds"])] if regimes else [])
+    train_arms(out, args.preset, groups, common, processes=args.jobs)
     results = collect(out, MAIN_ARMS, setting["seeds"]) + (collect(out, regimes, setting["regime_seeds"]) if regimes else [])
     command = (f"python benchmarks/paper_claims.py --out {args.out}" + (" --quick" if args.quick else "")
                + (" --smoke" if args.smoke else "") + (f" --set {' '.join(args.sets)}" if args.sets else ""))

@@ -53,7 +53,7 @@ def main() -> None:
     out = Path(args.out)
     common = {**PROTOCOL, **parse_overrides(args.sets)}
     t0 = time.time()
-    train_arms(out, args.preset, ARMS, args.seeds, common, processes=args.jobs)
+    train_arms(out, args.preset, [(ARMS, args.seeds)], common, processes=args.jobs)
     results = collect(out, ARMS, args.seeds)
     command = "python benchmarks/workshop_claims.py " + " ".join(
         [f"--out {args.out}", f"--seeds {' '.join(map(str, args.seeds))}"] + ([f"--set {' '.join(args.sets)}"] if args.sets else []))

@@ -47,7 +47,7 @@ def test_spread_gives_mean_and_sample_std_of_what_exists():
 
 def test_a_two_stage_arm_must_name_an_arm(tmp_path):
     with pytest.raises(ValueError, match="not an arm"):
-        train_arms(tmp_path, "workshop", [Arm("x", "on-frozen-e2e-vae", on_e2e_vae_of="repa-e")], [0])
+        train_arms(tmp_path, "workshop", [([Arm("x", "on-frozen-e2e-vae", on_e2e_vae_of="repa-e")], [0])])
 
 
 def test_notebook_08_says_which_command_makes_the_results(tmp_path):
@@ -121,3 +121,42 @@ def test_paper_claims_quick_is_seed_0_of_the_full_benchmark_so_the_full_reuses_i
     quick_arms = {a.name for a in bench.regime_arms(500, quick.get("skip_regimes", ()))}
     full_arms = {a.name for a in bench.regime_arms(500, full.get("skip_regimes", ()))}
     assert quick_arms < full_arms and len(quick_arms) == 2
+
+
+def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_path, monkeypatch):
+    """The two-stage arm waits for its E2E-VAE's run, and the free core meanwhile trains the next job."""
+    import repae_lab.app.parallel_training as pt
+    from repae_lab.rundir import RunError
+
+    events, polls = [], {"a": 4, "b": 1, "c": 1, "d": 1}
+
+    class FakeRun:                          # a training process that finishes after a few polls
+        def __init__(self, cmd, **kwargs):
+            self.run = Path(cmd[cmd.index("--out") + 1])
+            self.left, self.returncode = polls[self.run.name], None
+            events.append(f"start {self.run.name}")
+
+        def poll(self):
+            self.left -= 1
+            if self.left > 0:
+                return None
+            self.run.mkdir(parents=True, exist_ok=True)
+            for name in ("config.json", "summary.json"):
+                (self.run / name).write_text(json.dumps({"steps": 1}))
+            self.returncode = 0
+            events.append(f"done {self.run.name}")
+            return 0
+
+        def terminate(self):
+            pass
+    monkeypatch.setattr(pt.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(pt.time, "sleep", lambda s: None)
+    job = lambda name, **kw: pt.RunJob(name, tmp_path / name, "workshop", "repa", **kw)
+    d = job("d", after=tmp_path / "a", prepare=lambda: events.append("prepare d"))
+    pt.train_in_parallel([d, job("a"), job("b"), job("c")], processes=2, log=lambda m: None)
+    assert events[:3] == ["start a", "start b", "done b"] and events[3] == "start c"
+    assert events.index("prepare d") == events.index("done a") + 1
+    assert events.index("start d") == events.index("prepare d") + 1
+
+    with pytest.raises(RunError, match="needs the finished run"):
+        pt.train_in_parallel([job("e", after=tmp_path / "never")], processes=2, log=lambda m: None)

@@ -69,36 +69,35 @@ def _export_e2e_vae(source: Path, out: Path) -> Path:
     return out
 
 
-def train_arms(out: str | Path, preset: str, arms: Sequence[Arm], seeds: Sequence[int],
+def train_arms(out: str | Path, preset: str, groups: Sequence[tuple[Sequence[Arm], Sequence[int]]],
                common: dict[str, Any] | None = None, *, processes: int = 2,
                log: Callable[[str], None] = print) -> None:
-    """Train every arm at every seed (finished runs reused): first the arms that stand alone, then those that
-    train on another arm's exported E2E-VAE."""
+    """Train every arm of every (arms, seeds) group at each of its seeds (finished runs reused), in one
+    schedule: an arm that trains on another arm's exported E2E-VAE starts as soon as that run has finished,
+    beside the others, so no core idles on a phase boundary."""
     out, common = Path(out), dict(common or {})
-    names = {a.name for a in arms}
-    for arm in arms:
-        if arm.on_e2e_vae_of and arm.on_e2e_vae_of not in names:
-            raise ValueError(f"arm '{arm.name}' trains on the E2E-VAE of '{arm.on_e2e_vae_of}', which is not an arm")
-    prepare_shared_networks(preset, seeds, common, log)
+    for arms, _ in groups:
+        names = {a.name for a in arms}
+        for arm in arms:
+            if arm.on_e2e_vae_of and arm.on_e2e_vae_of not in names:
+                raise ValueError(f"arm '{arm.name}' trains on the E2E-VAE of '{arm.on_e2e_vae_of}', which is not an arm")
+    prepare_shared_networks(preset, sorted({s for _, seeds in groups for s in seeds}), common, log)
 
-    def jobs(selected: Sequence[Arm]) -> list[RunJob]:
-        out_jobs = []
-        for seed in seeds:
-            for arm in selected:
-                extra = {}
-                if arm.on_e2e_vae_of:
-                    source = run_path(out, arm.on_e2e_vae_of, seed)
-                    extra["vae"] = str(_export_e2e_vae(source, out / "e2e-vae" / source.name).resolve())
-                out_jobs.append(RunJob(f"{arm.name}-s{seed}", run_path(out, arm.name, seed), preset, arm.recipe,
-                                       {**common, **arm.overrides, **extra, "seed": seed}))
-        return out_jobs
+    def job(arm: Arm, seed: int) -> RunJob:
+        overrides, after, prepare = {**common, **arm.overrides, "seed": seed}, None, None
+        if arm.on_e2e_vae_of:
+            after = run_path(out, arm.on_e2e_vae_of, seed)
+            exported = out / "e2e-vae" / after.name
+            overrides["vae"] = str(exported.resolve())
+            prepare = lambda: _export_e2e_vae(after, exported)
+        return RunJob(f"{arm.name}-s{seed}", run_path(out, arm.name, seed), preset, arm.recipe, overrides,
+                      after=after, prepare=prepare)
 
-    first = [a for a in arms if not a.on_e2e_vae_of]
-    second = [a for a in arms if a.on_e2e_vae_of]
-    train_in_parallel(jobs(first), processes=processes, log=log, title=f"training {len(first)} arms x {len(seeds)} seeds")
-    if second:
-        train_in_parallel(jobs(second), processes=processes, log=log,
-                          title=f"training {len(second)} two-stage arms x {len(seeds)} seeds")
+    jobs = [job(a, s) for arms, seeds in groups for s in seeds for a in arms if not a.on_e2e_vae_of]
+    # the two-stage jobs first among the waiting ones: each starts the moment its E2E-VAE's run is done
+    dependent = [job(a, s) for arms, seeds in groups for s in seeds for a in arms if a.on_e2e_vae_of]
+    train_in_parallel(dependent + jobs, processes=processes, log=log,
+                      title=f"training {len(jobs) + len(dependent)} runs")
 
 
 # ---------------------------------------------------------------------------------------------------------

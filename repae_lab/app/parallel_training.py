@@ -18,17 +18,21 @@ from .. import rundir
 from ..config import Config, resolve_config
 from ..rundir import RunError, layout
 from .progress import Phase
-from .workbench import run_action
+from .workbench import run_action, run_is_complete
 
 
 @dataclass(frozen=True)
 class RunJob:
-    """One run to train: `recipe` on `preset` with `overrides`, into `run`; `name` labels its log and progress."""
+    """One run to train: `recipe` on `preset` with `overrides`, into `run`; `name` labels its log and progress.
+    `after`: a run that must be finished before this one starts (and `prepare()` runs just before it starts),
+    e.g. a fresh SiT on the E2E-VAE exported from another run."""
     name: str
     run: Path
     preset: str
     recipe: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    after: Path | None = None
+    prepare: Callable[[], Any] | None = field(default=None, compare=False)
 
     def config(self) -> Config:
         return resolve_config(self.preset, recipe=self.recipe, overrides=dict(self.overrides))
@@ -68,10 +72,21 @@ def _steps_done(run: Path) -> int:
     return records[-1]["step"] if records else 0
 
 
+def _next_ready(waiting: list[RunJob], running: dict) -> RunJob | None:
+    """The first waiting job whose `after` run has finished; a job whose `after` will never finish (nothing
+    running, and no waiting job trains it) is an error rather than a hang."""
+    ready = next((j for j in waiting if j.after is None or run_is_complete(j.after)), None)
+    if ready is None and waiting and not running:
+        blocked = waiting[0]
+        raise RunError(f"{blocked.name} needs the finished run '{blocked.after}', which no job here trains; "
+                       f"train that run first.")
+    return ready
+
+
 def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callable[[str], None] = print,
                       title: str | None = None) -> list[RunJob]:
     """Train every job not yet finished, `processes` at a time (one thread each when several), following their
-    metrics logs for one progress display. Each run's output goes to RUN.log beside the run. A failed run
+    metrics logs for one progress display. A job waits for its `after` run; the others start in list order. Each run's output goes to RUN.log beside the run. A failed run
     stops the others and raises a RunError naming its log's last line. Returns the jobs that were trained."""
     states = check_jobs(jobs)
     todo = [j for j in jobs if states[j.name] != "done"]
@@ -88,8 +103,10 @@ def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callab
     waiting, running, started = list(todo), {}, {}
     try:
         while waiting or running:
-            while waiting and len(running) < processes:
-                job = waiting.pop(0)
+            while len(running) < processes and (job := _next_ready(waiting, running)) is not None:
+                waiting.remove(job)
+                if job.prepare is not None:
+                    job.prepare()
                 job.run.parent.mkdir(parents=True, exist_ok=True)
                 logfile = open(job.run.parent / f"{job.run.name}.log", "a")
                 cmd = train_command(job, resume=states[job.name] == "resume")
