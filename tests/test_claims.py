@@ -107,14 +107,30 @@ def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_th
     assert "Which claims reproduce" in html and "image/png" in html
 
 
-def test_paper_claims_quick_is_seed_0_of_the_full_benchmark_so_the_full_reuses_its_runs():
-    """--quick trains a subset of the full benchmark's (arm, seed) runs with the same settings: run after it,
-    the full benchmark starts from the quick one's finished runs."""
+def _paper_claims_module():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("paper_claims", ROOT / "benchmarks" / "paper_claims.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_a_verdict_says_when_it_rests_on_one_seed_or_sits_inside_the_spread_whichever_way_it_goes():
+    verdict = _paper_claims_module().verdict
+    assert "one seed" in verdict(True, "c", "e", ([1.0], [2.0]))
+    assert "does not reproduce here (one seed" in verdict(False, "c", "e", ([2.0], [1.0]))
+    inside = verdict(False, "c", "e", ([1.0, 1.4], [0.9, 1.3]))
+    assert "within the seed spread" in inside and "against the claim" in inside
+    assert "as claimed" in verdict(True, "c", "e", ([0.9, 1.3], [1.0, 1.4]))
+    assert verdict(True, "c", "e", ([0.1, 0.11], [1.0, 1.01])).startswith("- **c**: reproduces here;")
+    assert "not measured" in verdict(None, "c", "e", ([1.0], [2.0]))
+
+
+def test_paper_claims_quick_is_seed_0_of_the_full_benchmark_so_the_full_reuses_its_runs():
+    """--quick trains a subset of the full benchmark's (arm, seed) runs with the same settings: run after it,
+    the full benchmark starts from the quick one's finished runs."""
+    bench = _paper_claims_module()
     quick, full = bench.SETTINGS["quick"], bench.SETTINGS["full"]
     assert quick["common"] == full["common"] == {}
     assert set(quick["seeds"]) <= set(full["seeds"]) and set(quick["regime_seeds"]) <= set(full["regime_seeds"])
