@@ -78,7 +78,7 @@ def channel_std_table(groups, arms) -> str:
 def verdict(ok: bool | None, claim: str, evidence: str, values: tuple = ()) -> str:
     """One line per claim. `values`: the per-seed numbers of the two arms compared; a claim that holds on the
     means but whose gap is smaller than either arm's seed spread is said to be within the spread, and one seed
-    is said to be one seed."""
+    is said to be one seed, whether the claim holds or not."""
     mark = "reproduces here" if ok else ("does not reproduce here" if ok is not None else "not measured here")
     if ok is not None and len(values) == 2:          # one seed, or a gap inside the spread, either way
         a, b = ([v for v in vs if v is not None] for vs in values)

@@ -93,11 +93,10 @@ def train_arms(out: str | Path, preset: str, groups: Sequence[tuple[Sequence[Arm
         return RunJob(f"{arm.name}-s{seed}", run_path(out, arm.name, seed), preset, arm.recipe, overrides,
                       after=after, prepare=prepare)
 
-    jobs = [job(a, s) for arms, seeds in groups for s in seeds for a in arms if not a.on_e2e_vae_of]
+    jobs = [job(a, s) for arms, seeds in groups for s in seeds for a in arms]
     # the two-stage jobs first among the waiting ones: each starts the moment its E2E-VAE's run is done
-    dependent = [job(a, s) for arms, seeds in groups for s in seeds for a in arms if a.on_e2e_vae_of]
-    train_in_parallel(dependent + jobs, processes=processes, log=log,
-                      title=f"training {len(jobs) + len(dependent)} runs")
+    jobs.sort(key=lambda j: j.after is None)
+    train_in_parallel(jobs, processes=processes, log=log, title=f"training {len(jobs)} runs")
 
 
 # ---------------------------------------------------------------------------------------------------------

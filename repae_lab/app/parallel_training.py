@@ -86,8 +86,9 @@ def _next_ready(waiting: list[RunJob], running: dict) -> RunJob | None:
 def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callable[[str], None] = print,
                       title: str | None = None) -> list[RunJob]:
     """Train every job not yet finished, `processes` at a time (one thread each when several), following their
-    metrics logs for one progress display. A job waits for its `after` run; the others start in list order. Each run's output goes to RUN.log beside the run. A failed run
-    stops the others and raises a RunError naming its log's last line. Returns the jobs that were trained."""
+    metrics logs for one progress display. Jobs start in list order, except that one waits for its `after` run.
+    Each run's output goes to RUN.log beside the run. A failed run stops the others and raises a RunError naming
+    its log's last line. Returns the jobs that were trained."""
     states = check_jobs(jobs)
     todo = [j for j in jobs if states[j.name] != "done"]
     for job in jobs:
