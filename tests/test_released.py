@@ -1,4 +1,4 @@
-"""Loaders for released models (repae_lab.released), offline: random weights saved in the released layouts."""
+"""Loaders for released models (repae_lab.models.released), offline: random weights saved in the released layouts."""
 from __future__ import annotations
 
 import argparse
@@ -13,10 +13,10 @@ from diffusers import AutoencoderKL
 from repae_lab.models.discriminator import PatchDiscriminator
 from repae_lab.models.from_run import load_for_sampling
 from repae_lab.models.sit import SiT, SiTConfig
-from repae_lab.released import (ReleasedModelError, diffusers_to_ldm, import_checkpoint, ldm_to_diffusers,
+from repae_lab.models.released import (ReleasedModelError, diffusers_to_ldm, import_checkpoint, ldm_to_diffusers,
                                 load_latents_stats, load_released_discriminator, load_released_vae,
                                 load_sit_checkpoint, save_latents_stats)
-from repae_lab.released.latents_stats import SD_VAE_SCALE, bn_buffers, stats_path_for
+from repae_lab.models.released.latents_stats import SD_VAE_SCALE, bn_buffers, stats_path_for
 
 NUM_CLASSES = 10
 
@@ -450,7 +450,7 @@ def _digit_folder(root, per_class: int = 4, classes: int = 3):
 
 
 def test_compare_vaes_on_an_image_folder_writes_table_and_figures(tmp_path):
-    from repae_lab.released.compare_vaes import compare_vaes
+    from repae_lab.probes.vae_comparison import compare_vaes
 
     small_vae(0).save_pretrained(tmp_path / "sd-like")
     small_vae(3, latent=16, quant=False, widths=(32, 32)).save_pretrained(tmp_path / "flux-like")
@@ -469,7 +469,7 @@ def test_compare_vaes_on_an_image_folder_writes_table_and_figures(tmp_path):
 
 
 def test_cli_subcommands_import_and_compare(tmp_path, capsys):
-    from repae_lab.released.cli import build_parser
+    from repae_lab.app.released_cli import build_parser
 
     official_checkpoint(tmp_path / "c.pt")
     parser = build_parser()
@@ -488,7 +488,7 @@ def test_cli_subcommands_import_and_compare(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_compare_vaes_on_a_workshop_dataset_reports_rfd(tmp_path):
-    from repae_lab.released.compare_vaes import compare_vaes
+    from repae_lab.probes.vae_comparison import compare_vaes
 
     result = compare_vaes(["workshop-16", "workshop-32"], "digits", n=40, cache_dir=tmp_path / "cache",
                           dataset_resolution=16)

@@ -464,7 +464,7 @@ def test_latent_explorer_shows_runs_that_lack_a_view(runs, monkeypatch):
 @pytest.fixture(scope="module")
 def vae_comparison(tmp_path_factory):
     """A compare-vaes folder: a 4-channel and an 8-channel VAE (random weights) on 30 labelled digits."""
-    from repae_lab.released.compare_vaes import compare_vaes
+    from repae_lab.probes.vae_comparison import compare_vaes
 
     out = tmp_path_factory.mktemp("compare") / "cmp"
     compare_vaes(["workshop-16", "workshop-16-c8"], "digits", out, n=30, rfd="none", dataset_resolution=16)

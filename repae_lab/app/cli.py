@@ -201,7 +201,7 @@ def build_parser(extensions: Sequence[Callable] = ()) -> argparse.ArgumentParser
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)
 
-    from ..released.cli import add_subcommands as add_released
+    from .released_cli import add_subcommands as add_released
     from .notebook_cli import add_subcommands as add_notebooks
     add_released(sub)                  # import-checkpoint, compare-vaes
     add_notebooks(sub)                 # run-notebook, sweep

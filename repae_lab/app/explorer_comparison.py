@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from .. import rundir
 from ..probes import ProbeSettings, image_pca_embeddings
-from ..released.compare_vaes import ARRAYS, COMPARISON_JSON
+from ..probes.vae_comparison import ARRAYS, COMPARISON_JSON
 from .explorer_data import RunData
 
 # compare-vaes row key -> the probe key the explorer's table and curves use

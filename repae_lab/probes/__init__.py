@@ -9,6 +9,10 @@ Per snapshot (the same class-balanced probe images at every step)               
 Per run, or across runs
   PCA                one basis and colour range for all snapshots; PCA-RGB maps (Fig. 2 / 6)   pca
   AlignedUMAP        embeddings across steps, row i the same image: its trajectory            umap_probe
+Models that were not trained here
+  VAE comparison     the same images through several VAEs, every probe side by side          vae_comparison
+                     (compare-vaes), and its PCA-RGB / reconstruction pictures (PIL)  vae_comparison_figures
+  imported runs      the probe snapshot of an imported released checkpoint                 imported_snapshot
 
 `probe_run` computes and caches everything in RUN/probes/ (runner, one snapshot at a time in snapshot_probes,
 with the cache keys of settings), `compare_runs` writes one table across runs (compare), and `load_probes` reads

@@ -6,9 +6,9 @@ inferred SiTConfig (sit_config.json stays the authority for rebuilding the SiT).
 """
 from __future__ import annotations
 
-from ..config import Config, ConfigError, config_from_dict
-from ..models.sit import SIT_SIZES
-from ..models.vae import VAE_CONFIGS
+from ...config import Config, ConfigError, config_from_dict
+from ..sit import SIT_SIZES
+from ..vae import VAE_CONFIGS
 
 # official train_repae.py argument -> Config key
 ARG_TO_CONFIG = {

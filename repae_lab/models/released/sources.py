@@ -1,7 +1,7 @@
 """Where released weights come from: a local file or folder, or a Hugging Face hub id (where there is internet).
 
 Nothing here runs code from a checkpoint: safetensors files are read as tensors, and pickled .pt / .ckpt /
-.bin files only through `repae_lab.safe_load.load_torch_file` (torch.load with weights_only=True and the
+.bin files only through `repae_lab.rundir.safe_load.load_torch_file` (torch.load with weights_only=True and the
 argparse.Namespace allowlist).
 
 Hub specs are `org/name` (the whole repository, downloaded once into the HF cache) or `org/name:path/in/repo`
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..rundir.safe_load import CheckpointError, load_torch_file
+from ...rundir.safe_load import CheckpointError, load_torch_file
 from .errors import ReleasedModelError, one_line
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")

@@ -13,10 +13,22 @@ ReleasedModelError, a ValueError with a one-line message that names the problem 
     import_checkpoint(src, out)     -> run directory (sample it like any run: models.from_run.load_for_sampling)
     dinov2_b(weights)               the DINOv2-B/14 REPA target through timm or a local file (re-exported from
                                     repae_lab.models.target_encoders; it already loads released weights)
-The VAE comparison (compare_vaes.compare_vaes) and the CLI wiring (cli.add_subcommands) are imported from their
-modules, so importing this package stays light.
+
+Modules:
+    sources.py         where weights come from: a local file or folder, or a hub id; safe reads
+    errors.py          ReleasedModelError and its one-line messages
+    sit_checkpoint.py  official training checkpoints -> EMA + raw SiT (architecture read from the weights)
+    vae_layouts.py     the LDM and diffusers key layouts of an AutoencoderKL, and converting between them
+    vae_loading.py     load_released_vae: any released AutoencoderKL as a diffusers one
+    latents_stats.py   the *-latents-stats.pt convention and the SiT's latent BatchNorm buffers
+    discriminator.py   the released PatchGAN discriminator
+    run_config.py      the Config that describes an imported checkpoint
+    import_run.py      import_checkpoint: a released SiT (+ VAE) as a run directory
+
+They import only config, models and rundir. What uses them sits higher: comparing VAEs and probing an imported
+run (repae_lab.probes.vae_comparison, imported_snapshot) and the import-checkpoint / compare-vaes commands.
 """
-from ..models.target_encoders import dinov2_b
+from ..target_encoders import dinov2_b
 from .discriminator import load_released_discriminator
 from .errors import ReleasedModelError
 from .import_run import import_checkpoint

@@ -10,9 +10,9 @@ from .. import rundir
 from ..config import config_from_dict
 from ..data import DATASETS, DatasetError, class_balanced_indices, load_dataset
 from ..models.from_run import load_for_sampling
+from ..models.released.errors import ReleasedModelError
 from ..rundir import layout
 from ..training.snapshots import snapshot_tensors
-from .errors import ReleasedModelError
 
 
 def probe_dataset(spec: str, resolution: int):

@@ -11,8 +11,8 @@ import re
 
 import torch
 
-from ..models.discriminator import PatchDiscriminator, pretrained_discriminator_state
-from ..rundir.safe_load import state_dict_mismatch
+from ..discriminator import PatchDiscriminator, pretrained_discriminator_state
+from ...rundir.safe_load import state_dict_mismatch
 from .errors import ReleasedModelError, mismatch_message
 from .sources import find_weights_file, locate, read_weights
 

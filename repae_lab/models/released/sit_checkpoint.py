@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from ..models.sit import SIT_SIZES, SiT, SiTConfig
-from ..rundir.safe_load import state_dict_mismatch
+from ..sit import SIT_SIZES, SiT, SiTConfig
+from ...rundir.safe_load import state_dict_mismatch
 from .errors import ReleasedModelError, mismatch_message
 from .latents_stats import BN_EPS, SD_VAE_SCALE, fixed_scale_buffers, stats_from_bn
 from .sources import find_weights_file, is_state_dict, locate, read_weights, strip_prefixes

@@ -21,8 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-from ..models.from_run import write_sit_config
-from ..rundir import atomic_write_text, save_checkpoint
+from ..from_run import write_sit_config
+from ...rundir import atomic_write_text, save_checkpoint
 from .errors import ReleasedModelError
 from .latents_stats import SD_VAE_SCALE, bn_buffers, load_latents_stats, stats_from_bn
 from .run_config import describe_as_config

@@ -1,6 +1,6 @@
 """`repae-lab import-checkpoint` and `repae-lab compare-vaes`: plugged into the main CLI with one line,
 
-    from .released.cli import add_subcommands; add_subcommands(sub)
+    from .released_cli import add_subcommands; add_subcommands(sub)
 
 Each command catches ReleasedModelError (and the data / feature-space errors) itself and prints the one-line
 message, returning exit status 2, so the main CLI needs no change to its error handling.
@@ -17,10 +17,10 @@ def _fail(err) -> int:
 
 
 def import_checkpoint_command(args) -> int:
-    from .errors import ReleasedModelError
-    from .import_run import IMPORTED_FILE, import_checkpoint
+    from ..models.released.errors import ReleasedModelError
+    from ..models.released.import_run import IMPORTED_FILE, import_checkpoint
 
-    from .probe_snapshot import add_probe_snapshot
+    from ..probes.imported_snapshot import add_probe_snapshot
 
     try:
         run = import_checkpoint(args.src, args.out, vae=args.vae, latents_stats=args.latents_stats,
@@ -39,8 +39,8 @@ def import_checkpoint_command(args) -> int:
 def compare_vaes_command(args) -> int:
     from ..data import DatasetError
     from ..metrics.feature_spaces import FeatureSpaceError
-    from .compare_vaes import compare_vaes
-    from .errors import ReleasedModelError
+    from ..models.released.errors import ReleasedModelError
+    from ..probes.vae_comparison import compare_vaes
 
     try:
         result = compare_vaes(args.vae, args.images, args.out, n=args.n, resolution=args.resolution,
@@ -91,7 +91,7 @@ def add_subcommands(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser with just these two commands (python -m repae_lab.released.cli ...)."""
+    """A stand-alone parser with just these two commands (python -m repae_lab.app.released_cli ...)."""
     parser = argparse.ArgumentParser(prog="repae-lab")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     return parser

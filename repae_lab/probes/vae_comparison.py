@@ -9,8 +9,7 @@ one `resolution` for all, rounded to its downsampling factor) and converted to i
   linear probe          cross-validated logistic regression on flat latents, where images have labels
   reconstruction        PSNR, SSIM; rFD in the workshop evaluator space for the workshop datasets (or a
                         DINOv2 / Inception space given weights), skipped with a note otherwise
-This module sits at the probes layer (it imports probes and metrics); repae_lab.released.__init__ does not
-import it, so the loaders stay light.
+It sits with the probes (it imports probes and metrics); the loaders it uses are repae_lab.models.released's.
 """
 from __future__ import annotations
 
@@ -27,16 +26,16 @@ import torch.nn.functional as F
 from ..data import DATASETS, center_crop_adm, class_balanced_indices, load_dataset
 from ..data.datasets import IMAGE_EXTENSIONS
 from ..metrics.reconstruction import psnr, ssim
+from ..models.released.errors import ReleasedModelError
+from ..models.released.vae_loading import load_released_vae
 from ..models.vae import VAE_CONFIGS, build_vae, decode, downsample_factor, encode
 from ..models.vae_files import latent_stats_from_config
-from ..probes.features import flat_latents
-from ..probes.latent_stats import latent_statistics
-from ..probes.linear import cross_validated, linear_probe_accuracy, stratified_folds
-from ..probes.pca import fit_pca_basis, pca_rgb
 from ..rundir import atomic_save_tensors
-from .compare_figures import pca_figure, reconstruction_figure
-from .errors import ReleasedModelError
-from .vae_loading import load_released_vae
+from .features import flat_latents
+from .latent_stats import latent_statistics
+from .linear import cross_validated, linear_probe_accuracy, stratified_folds
+from .pca import fit_pca_basis, pca_rgb
+from .vae_comparison_figures import pca_figure, reconstruction_figure
 
 WORKSHOP_DATASETS = ("digits", "fashion-mnist", "cifar10")
 # what write_comparison writes; the latent explorer reads a folder holding COMPARISON_JSON and ARRAYS
