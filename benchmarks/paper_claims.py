@@ -19,9 +19,9 @@ import statistics
 import time
 from pathlib import Path
 
-from repae_lab.app.claims import (PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot, markdown_table,
-                                  mean, probe_curve_plot, seed_pairs, speedup, speedup_row, speedup_rows, spread,
-                                  train_arms, write_json)
+from repae_lab.experiments.claims import (PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot,
+                                          markdown_table, mean, probe_curve_plot, seed_pairs, speedup, speedup_row,
+                                          speedup_rows, spread, train_arms, write_json)
 from repae_lab.config import parse_overrides
 
 MAIN_ARMS = (

@@ -16,8 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
-from repae_lab.app.claims import (PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot, markdown_table,
-                                  speedup_rows, spread, train_arms, write_json)
+from repae_lab.experiments.claims import (PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot,
+                                          markdown_table, speedup_rows, spread, train_arms, write_json)
 from repae_lab.config import parse_overrides
 
 ARMS = (Arm("vanilla", "vanilla"), Arm("repa", "repa"), Arm("e2e-diffusion", "e2e-diffusion"), Arm("repa-e", "repa-e"))

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from repae_lab.app.launch import train
+from repae_lab.jobs.launch import train
 from repae_lab.config import resolve_config
 from repae_lab.workshop import Kit
 from repae_lab.workshop.runs import COMMON, KIT_RUNS, PRESET

@@ -90,7 +90,7 @@ def test_latent_explorer_scrubs_in_jupyterlab(tmp_path, encoder_cache):
 
     from conftest import ROOT, TINY
     from repae_lab.config import resolve_config
-    from repae_lab.app.launch import train
+    from repae_lab.jobs.launch import train
 
     overrides = {**TINY, "cache_dir": encoder_cache, "steps": 6, "snapshot_every": 3, "checkpoint_every": 3}
     train(resolve_config("workshop", recipe="repa-e", overrides=overrides), tmp_path / "run", progress=False)
@@ -254,7 +254,7 @@ def test_widgets_in_jupyterlab(tmp_path, encoder_cache, capsys):
     no console errors; every explorer view follows a slider move within 200 ms (measured, printed)."""
     pytest.importorskip("playwright")
     from conftest import TINY
-    from repae_lab.app.launch import train
+    from repae_lab.jobs.launch import train
     from repae_lab.config import resolve_config
     from repae_lab.probes import ProbeSettings, probe_run
 

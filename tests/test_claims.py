@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from repae_lab.app.claims import (FD_KEY, Arm, RunResult, load_claims, speedup, spread, steps_to_reach,
-                                  train_arms)
+from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, load_claims, speedup, spread, steps_to_reach,
+                                          train_arms)
 
 SMOKE = ["steps=6", "batch_size=8", "vae_pretrain_steps=20", "encoder_steps=30", "probe_size=20", "snapshot_recons=4",
          "latent_stats_batches=1", "log_every=1", "snapshot_every=3", "checkpoint_every=3", "eval_every=3",
@@ -97,7 +97,7 @@ def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_th
     assert e2e["recipe"] == "on-frozen-e2e-vae" and e2e["vae"] == str((out / "e2e-vae" / "repa-e-s0").resolve())
     assert json.loads((out / "repa untrained target-s0" / "config.json").read_text())["encoder_steps"] == 0
 
-    from repae_lab.app.notebook_runner import run_notebook
+    from repae_lab.notebooks.runner import run_notebook
 
     summary = run_notebook(ROOT / "notebooks" / "08_paper_claims.ipynb", tmp_path / "nb", {"results": str(out)},
                            kernel="python3")
@@ -141,7 +141,7 @@ def test_paper_claims_quick_is_seed_0_of_the_full_benchmark_so_the_full_reuses_i
 
 def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_path, monkeypatch):
     """The two-stage arm waits for its E2E-VAE's run, and the free core meanwhile trains the next job."""
-    import repae_lab.app.parallel_training as pt
+    import repae_lab.jobs.parallel_training as pt
     from repae_lab.rundir import RunError
 
     events, polls = [], {"a": 4, "b": 1, "c": 1, "d": 1}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from repae_lab.app.cli import main
+from repae_lab.commands import main
 from repae_lab.config import PRESETS, ConfigError, resolve_config
 
 # REPAE_FACTS sections 1-4: the published hyperparameters, one row per value.

@@ -11,7 +11,7 @@ import pytest
 
 from repae_lab import rundir
 from repae_lab.config import resolve_config
-from repae_lab.app.launch import train
+from repae_lab.jobs.launch import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

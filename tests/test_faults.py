@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from repae_lab import rundir
-from repae_lab.app.cli import main
-from repae_lab.app.launch import train
+from repae_lab.commands import main
+from repae_lab.jobs.launch import train
 from repae_lab.config import resolve_config
 from repae_lab.rundir import RunError
 from repae_lab.training import loop as train_mod

@@ -22,7 +22,13 @@ LAYERS = {
     "training": 2,
     "sampling": 3, "metrics": 3, "probes": 3,
     "evaluation": 4,
-    "app": 5, "workshop": 6, "commands": 7, "__main__": 7,
+    "jobs": 5,
+    "views": 6,
+    "notebooks": 7,
+    "experiments": 8,
+    "workshop": 9,
+    "commands": 10,
+    "__main__": 11,
 }
 UI_MODULES = ("ipywidgets", "widgets", "anywidget")
 

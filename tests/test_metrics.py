@@ -243,7 +243,7 @@ def quick_evaluator(monkeypatch):
 
 @pytest.fixture
 def tiny_run(tmp_path, tiny_config, quick_evaluator):
-    from repae_lab.app.launch import train
+    from repae_lab.jobs.launch import train
 
     run = tmp_path / "run"
     train(tiny_config("repa-e", steps=2), run, progress=False)
@@ -253,7 +253,7 @@ def tiny_run(tmp_path, tiny_config, quick_evaluator):
 @pytest.mark.slow
 def test_cli_sample_and_eval_write_files_and_log_the_protocol(tiny_run, tmp_path, capsys):
     from repae_lab import rundir
-    from repae_lab.app.cli import main
+    from repae_lab.commands import main
 
     out = tmp_path / "samples" / "s.npz"
     assert main(["sample", str(tiny_run), "--n", "12", "--out", str(out), "--sampler", "heun", "--steps", "3",
@@ -310,7 +310,7 @@ def test_the_evaluation_cadence_does_not_change_training(tiny_config, quick_eval
     from safetensors.torch import load_file
 
     from repae_lab import rundir
-    from repae_lab.app.launch import train
+    from repae_lab.jobs.launch import train
 
     for every in (2, 0):
         train(tiny_config("repa-e", steps=4, eval_every=every, eval_n=16, eval_steps=2), tmp_path / f"e{every}",

@@ -22,7 +22,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _cli(argv: list[str]) -> int:
-    from repae_lab.app.notebook_cli import add_subcommands
+    from repae_lab.commands.notebooks import add_subcommands
 
     parser = argparse.ArgumentParser(prog="repae-lab")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
@@ -47,7 +47,7 @@ def _stdout(nb) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_cells_hold_documented_literals_checked_by_the_next_cell(path):
-    from repae_lab.app.notebook_params import notebook_parameters
+    from repae_lab.notebooks.params import notebook_parameters
 
     nb = nbformat.read(str(path), as_version=4)
     assert all(not c.outputs and c.execution_count is None for c in nb.cells if c.cell_type == "code"), \
@@ -69,7 +69,7 @@ def test_parameters_cells_hold_documented_literals_checked_by_the_next_cell(path
 
 
 def test_check_names_the_parameter_and_what_it_accepts(tmp_path):
-    from repae_lab.app.notebook_params import ParameterError, at_least, check, list_of, one_of, run_dir
+    from repae_lab.notebooks.params import ParameterError, at_least, check, list_of, one_of, run_dir
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
@@ -119,8 +119,8 @@ def test_run_notebook_refuses_names_and_types_before_any_kernel_starts(tmp_path,
 
 
 def test_command_line_values_are_read_by_the_declared_type():
-    from repae_lab.app.notebook_params import parse_value
-    from repae_lab.app.sweeps import combination_name, split_values
+    from repae_lab.notebooks.params import parse_value
+    from repae_lab.notebooks.sweeps import combination_name, split_values
 
     assert parse_value("40", int) == 40 and parse_value("2024", str) == "2024"
     assert parse_value("[runs/a, runs/b]", list) == ["runs/a", "runs/b"]
@@ -131,7 +131,7 @@ def test_command_line_values_are_read_by_the_declared_type():
 
 
 def test_cadence_follows_the_number_of_steps_unless_set():
-    from repae_lab.app.cadence import with_cadence
+    from repae_lab.jobs.cadence import with_cadence
     from repae_lab.config import resolve_config
 
     short = with_cadence("workshop", {}, 40)
@@ -155,7 +155,7 @@ def test_cadence_follows_the_number_of_steps_unless_set():
 
 def test_progress_prints_a_line_every_few_steps_and_every_evaluation(tmp_path):
     from repae_lab import rundir
-    from repae_lab.app.notebook_training import ProgressPrinter
+    from repae_lab.notebooks.kernel_training import ProgressPrinter
 
     lines: list[str] = []
     printer = ProgressPrinter(tmp_path, 100, out=lines.append)
@@ -181,8 +181,8 @@ def test_progress_prints_a_line_every_few_steps_and_every_evaluation(tmp_path):
 
 
 def test_torchrun_command_lines_and_their_overrides():
-    from repae_lab.app.cadence import with_cadence
-    from repae_lab.app.notebook_training import torchrun_command
+    from repae_lab.jobs.cadence import with_cadence
+    from repae_lab.notebooks.kernel_training import torchrun_command
     from repae_lab.config import parse_overrides, resolve_config
 
     overrides = with_cadence("workshop", {"batch_size": 8, "lr": 3e-4, "stop_grad": False, "data_root": None,
@@ -218,9 +218,9 @@ def executed(tmp_path_factory, encoder_cache):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from repae_lab.app.cadence import with_cadence
-    from repae_lab.app.launch import train
-    from repae_lab.app.notebook_runner import run_notebook
+    from repae_lab.jobs.cadence import with_cadence
+    from repae_lab.jobs.launch import train
+    from repae_lab.notebooks.runner import run_notebook
     from repae_lab.config import resolve_config
 
     root = tmp_path_factory.mktemp("notebooks")
@@ -294,7 +294,7 @@ def test_train_notebook_with_two_processes_runs_torchrun_and_follows_it(executed
 def test_explore_notebook_compares_vaes_side_by_side_without_any_run(tmp_path):
     """04_explore with VAEs only: compare-vaes runs in the notebook, its table, the VAEs' latent PCA and PCA-RGB
     maps show as figures, and a wrong `comparison` folder is refused in one line before anything runs."""
-    from repae_lab.app.notebook_runner import run_notebook
+    from repae_lab.notebooks.runner import run_notebook
 
     summary = run_notebook(ROOT / "notebooks" / "04_explore.ipynb", tmp_path / "cmp",
                            dict(runs=[], vaes=["workshop-16", "workshop-16-c8"], vae_images="digits", vae_n=30),
@@ -444,9 +444,9 @@ def sweep_notebook(tmp_path_factory) -> Path:
     params = nbformat.v4.new_code_cell(SWEEP_PARAMETERS)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params,
-                nbformat.v4.new_code_cell("from repae_lab.app.notebook_params import check, one_of\n"
+                nbformat.v4.new_code_cell("from repae_lab.notebooks.params import check, one_of\n"
                                           "check(globals(), a=int, b=one_of('x', 'y'), widgets=bool)"),
-                nbformat.v4.new_code_cell("from repae_lab.app import notebook_output\nprint(a, b)"),
+                nbformat.v4.new_code_cell("from repae_lab.notebooks import output as notebook_output\nprint(a, b)"),
                 nbformat.v4.new_code_cell("print('about to check a')\nassert a != 3, 'a is three'"),
                 nbformat.v4.new_code_cell("notebook_output.record_headline({'score': a * 10 + len(b)})")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -456,7 +456,7 @@ def sweep_notebook(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_sweep_runs_a_grid_writes_an_index_and_skips_what_finished(sweep_notebook, tmp_path):
-    from repae_lab.app.sweeps import run_sweep
+    from repae_lab.notebooks.sweeps import run_sweep
 
     out = tmp_path / "sweep"
     index = run_sweep(sweep_notebook, out, {"a": [1, 2], "b": ["x", "y"]}, jobs=2, kernel="python3", log=None)

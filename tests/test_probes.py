@@ -416,9 +416,9 @@ def test_probe_real_tiny_run_through_the_cli(tmp_path, tiny, capsys):
     the session to need the workshop encoder, which then trains once for the whole session.)"""
     import shutil
 
-    from repae_lab.app.cli import main
+    from repae_lab.commands import main
     from repae_lab.config import resolve_config
-    from repae_lab.app.launch import train
+    from repae_lab.jobs.launch import train
 
     from repae_lab.probes.threads import single_threaded
 

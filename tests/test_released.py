@@ -14,8 +14,8 @@ from repae_lab.models.discriminator import PatchDiscriminator
 from repae_lab.models.from_run import load_for_sampling
 from repae_lab.models.sit import SiT, SiTConfig
 from repae_lab.models.released import (ReleasedModelError, diffusers_to_ldm, import_checkpoint, ldm_to_diffusers,
-                                load_latents_stats, load_released_discriminator, load_released_vae,
-                                load_sit_checkpoint, save_latents_stats)
+                                       load_latents_stats, load_released_discriminator, load_released_vae,
+                                       load_sit_checkpoint, save_latents_stats)
 from repae_lab.models.released.latents_stats import SD_VAE_SCALE, bn_buffers, stats_path_for
 
 NUM_CLASSES = 10
@@ -469,7 +469,7 @@ def test_compare_vaes_on_an_image_folder_writes_table_and_figures(tmp_path):
 
 
 def test_cli_subcommands_import_and_compare(tmp_path, capsys):
-    from repae_lab.app.released_cli import build_parser
+    from repae_lab.commands import build_parser
 
     official_checkpoint(tmp_path / "c.pt")
     parser = build_parser()
@@ -498,7 +498,7 @@ def test_compare_vaes_on_a_workshop_dataset_reports_rfd(tmp_path):
 @pytest.mark.slow
 def test_an_imported_checkpoint_samples_and_probes_through_the_normal_commands(tmp_path, capsys):
     """import-checkpoint -> repae-lab sample and repae-lab probe, unchanged, on the imported run."""
-    from repae_lab.app.cli import main
+    from repae_lab.commands import main
 
     official_checkpoint(tmp_path / "0001234.pt")
     folder = _digit_folder(tmp_path / "images", per_class=8, classes=3)

@@ -20,11 +20,11 @@ import torch
 from repae_lab import rundir
 from repae_lab.training import loop as train_mod
 from repae_lab.training.alarms import AlarmMonitor
-from repae_lab.app.cli import main
+from repae_lab.commands import main
 from repae_lab.config import resolve_config
 from repae_lab.models.sit import SiT, sit_config
 from repae_lab.rundir.safe_load import CheckpointError, load_state_dict_checked, load_torch_file, released_sit_weights
-from repae_lab.app.launch import train
+from repae_lab.jobs.launch import train
 from repae_lab.models.from_run import load_for_sampling
 from repae_lab.rundir import RunError
 from repae_lab.training.loop import TrainingStopped

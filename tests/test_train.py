@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from repae_lab import rundir
-from repae_lab.app.cli import main
+from repae_lab.commands import main
 from repae_lab.config import resolve_config
 from repae_lab.data import load_dataset
 from repae_lab.models.export import export_vae
 from repae_lab.models.vae import encode, load_vae
 from repae_lab.models.vae_files import latent_stats_from_config
-from repae_lab.app.launch import train
+from repae_lab.jobs.launch import train
 from repae_lab.models.from_run import load_for_sampling
 from repae_lab.rundir import RunError
 

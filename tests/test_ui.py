@@ -7,7 +7,7 @@ import pytest
 from repae_lab import rundir
 from repae_lab.config import resolve_config
 from repae_lab.probes import ProbeSettings
-from repae_lab.app.launch import train
+from repae_lab.jobs.launch import train
 from repae_lab.rundir import RunError
 
 NO_UMAP = ProbeSettings(umap=False, aligned_umap=False)
@@ -35,7 +35,7 @@ def ui_runs(tmp_path_factory, encoder_cache):
 # figures
 
 def test_training_curves_have_a_panel_per_logged_metric_and_a_line_per_run(ui_runs):
-    from repae_lab.app.figures import metric_series, training_curves
+    from repae_lab.views.figures import metric_series, training_curves
 
     fig = training_curves(ui_runs)
     keys = {t.meta for t in fig.data}
@@ -49,7 +49,7 @@ def test_training_curves_have_a_panel_per_logged_metric_and_a_line_per_run(ui_ru
 
 
 def test_metric_series_skips_events_and_torn_lines(tmp_path):
-    from repae_lab.app.figures import metric_series
+    from repae_lab.views.figures import metric_series
 
     rundir.append_jsonl(tmp_path / "metrics.jsonl", {"step": 1, "loss/diffusion": 1.0})
     rundir.append_jsonl(tmp_path / "metrics.jsonl", {"step": 1, "event": "rollback", "loss/diffusion": 9.0})
@@ -74,7 +74,7 @@ def test_tile_and_image_conversion():
 # workbench (what the notebooks call)
 
 def test_ensure_run_trains_once_then_reuses_resumes_or_refuses(tmp_path, encoder_cache):
-    from repae_lab.app.workbench import ensure_run, run_is_complete
+    from repae_lab.jobs.runs import ensure_run, run_is_complete
 
     overrides = _overrides(encoder_cache, steps=3, eval_every=0)
     run = ensure_run("workshop", "repa", tmp_path / "run", overrides, progress=False)
@@ -93,7 +93,7 @@ def test_ensure_run_trains_once_then_reuses_resumes_or_refuses(tmp_path, encoder
 
 
 def test_summary_rows_and_table(ui_runs):
-    from repae_lab.app.workbench import summary_rows, table_html
+    from repae_lab.views.run_summary import summary_rows, table_html
 
     rows = summary_rows(ui_runs)
     assert [r["recipe"] for r in rows] == ["repa-e", "e2e-diffusion"]
@@ -103,7 +103,7 @@ def test_summary_rows_and_table(ui_runs):
 
 
 def test_snapshot_images_pair_probe_images_with_reconstructions(ui_runs):
-    from repae_lab.app.workbench import latest_samples_image, snapshot_images
+    from repae_lab.views.run_summary import latest_samples_image, snapshot_images
 
     images = snapshot_images(ui_runs[0])
     assert images["originals"].shape == images["reconstructions"].shape == (4, 16, 16, 3)

@@ -1,4 +1,4 @@
-"""The widgets (widgets/) and the library functions behind them (repae_lab/app/dashboard_data, explorer_data,
+"""The widgets (widgets/) and the library functions behind them (repae_lab/views/dashboard_data, explorer_data,
 playground, gallery, html_export), driven from Python on tiny runs: every control changes what the figures show,
 the dashboard follows a run from its own callback and by polling, and each static export is a plain figure or an
 offline page. tests/test_browser.py drives the same widgets in JupyterLab."""
@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import pytest
 
 from repae_lab import rundir
-from repae_lab.app.launch import train
+from repae_lab.jobs.launch import train
 from repae_lab.config import resolve_config
 from repae_lab.probes import ProbeSettings
 
@@ -67,7 +67,7 @@ def _assert_offline_page(path: Path):
 # library: data behind the dashboard
 
 def test_downsample_caps_points_and_keeps_spikes_and_the_last_point():
-    from repae_lab.app.dashboard_data import downsample
+    from repae_lab.views.dashboard_data import downsample
 
     steps = np.arange(10_000)
     values = np.sin(steps / 300.0)
@@ -81,7 +81,7 @@ def test_downsample_caps_points_and_keeps_spikes_and_the_last_point():
 
 
 def test_metrics_tail_reads_only_new_complete_lines_and_notices_a_rewrite(tmp_path):
-    from repae_lab.app.dashboard_data import MetricsTail
+    from repae_lab.views.dashboard_data import MetricsTail
 
     path = tmp_path / "metrics.jsonl"
     tail = MetricsTail(path)
@@ -98,7 +98,7 @@ def test_metrics_tail_reads_only_new_complete_lines_and_notices_a_rewrite(tmp_pa
 
 
 def test_progress_gives_speed_and_time_left_from_the_log(tmp_path):
-    from repae_lab.app.dashboard_data import DashboardState, status_line
+    from repae_lab.views.dashboard_data import DashboardState, status_line
 
     state = DashboardState(tmp_path / "run")
     assert state.progress().state == "waiting" and "waiting for config.json" in status_line(state)
@@ -323,7 +323,7 @@ def test_dashboard_static_export(runs, tmp_path):
 
 def _run_points(explorer, run_index):
     """(x, y) of one run's points, in probe-image order, reassembled from its per-class traces."""
-    from repae_lab.app.explorer_data import scatter_traces
+    from repae_lab.views.explorer_data import scatter_traces
 
     run = explorer.runs[run_index]
     n = len(run.labels)
@@ -366,7 +366,7 @@ def test_latent_explorer_scrubs_plays_and_moves_every_view(runs):
 
 
 def test_latent_explorer_has_a_class_legend_and_shows_the_hovered_image(runs):
-    from repae_lab.app.explorer_data import scatter_traces
+    from repae_lab.views.explorer_data import scatter_traces
     from widgets import LatentExplorer
 
     explorer = LatentExplorer(runs, settings=NO_UMAP, compute_missing=False)
@@ -514,7 +514,7 @@ def test_latent_explorer_shows_a_vae_comparison_side_by_side_and_beside_runs(vae
 # SamplerPlayground
 
 def test_draw_samples_reports_every_step_and_keeps_a_trajectory(runs):
-    from repae_lab.app.playground import DrawSettings, ModelCache, draw_samples, trajectory_indices
+    from repae_lab.views.playground import DrawSettings, ModelCache, draw_samples, trajectory_indices
 
     loaded = ModelCache().get(runs[0])
     calls = []
@@ -590,8 +590,8 @@ def test_sampler_playground_errors_show_in_its_output(runs, tmp_path):
 # ReconstructionGallery
 
 def test_reconstruction_gallery_shows_per_image_errors_across_steps_and_runs(runs, tmp_path):
-    from repae_lab.app.gallery import image_errors
-    from repae_lab.app.workbench import snapshot_images
+    from repae_lab.views.gallery import image_errors
+    from repae_lab.views.run_summary import snapshot_images
     from repae_lab.data.images import to_uint8_images
     from widgets import ReconstructionGallery
 
@@ -635,7 +635,7 @@ def test_reconstruction_gallery_shows_per_image_errors_across_steps_and_runs(run
 def test_stack_figures_keeps_every_trace_on_its_own_axes():
     from plotly.subplots import make_subplots
 
-    from repae_lab.app.html_export import stack_figures, write_html
+    from repae_lab.views.html_export import stack_figures, write_html
 
     a = make_subplots(rows=1, cols=2, subplot_titles=["a1", "a2"])
     a.add_trace(go.Scatter(x=[1, 2], y=[3, 4]), row=1, col=1)

@@ -309,7 +309,7 @@ def kit_overrides(cache):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, encoder_cache):
-    from repae_lab.workshop.cli import add_subcommands
+    from repae_lab.commands.workshop import add_subcommands
 
     kit_dir = tmp_path_factory.mktemp("kit")
     parser = argparse.ArgumentParser(prog="repae-lab")

@@ -1,5 +1,5 @@
 """ipywidgets + plotly views over repae_lab run directories (DESIGN.md: the UI layer; the library never
-imports it). They read run directories and the probe cache and call library functions (repae_lab.app.*);
+imports it). They read run directories and the probe cache and call library functions (repae_lab.views.*);
 no callback trains or computes probes. Each is two lines in a notebook, and each has a static export,
 `.figure()` (a plain plotly figure) and `.to_html(path)` (a page that works offline). docs/widgets.md.
 

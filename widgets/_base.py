@@ -10,7 +10,7 @@ from typing import Sequence
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from repae_lab.app.html_export import stack_figures, write_html
+from repae_lab.views.html_export import stack_figures, write_html
 
 # errors whose message already says what is wrong and how to fix it: shown as one line, without a traceback
 try:

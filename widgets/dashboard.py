@@ -20,8 +20,8 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from repae_lab import rundir
-from repae_lab.app.dashboard_data import (DashboardState, alarm_rows, alarms_html, dashboard_figure,
-                                          figure_signature, status_line)
+from repae_lab.views.dashboard_data import (DashboardState, alarm_rows, alarms_html, dashboard_figure, figure_signature,
+                                            status_line)
 
 from . import kernel_events
 from ._base import View, replace_figure
@@ -57,7 +57,7 @@ class TrainingDashboard(View):
             runs = list(run)
             if len(runs) != 1:
                 raise ValueError(f"TrainingDashboard follows one run, got {len(runs)}; make one dashboard per run "
-                                 f"(repae_lab.app.figures.training_curves compares finished runs).")
+                                 f"(repae_lab.views.figures.training_curves compares finished runs).")
             run = runs[0]
         if max_points < 2 or max_redraws_per_s <= 0:
             raise ValueError("max_points must be at least 2 and max_redraws_per_s positive.")
@@ -158,7 +158,7 @@ class TrainingDashboard(View):
         """Train `cfg` into this dashboard's run directory (or `out`), or continue it (`resume=True` or a path),
         in this kernel, drawing as it goes. Stop (or interrupting the kernel) ends it cleanly: the last checkpoint
         is kept and the returned dict says {'stopped': True, 'step', 'checkpoint'}; otherwise the run summary."""
-        from repae_lab.app.launch import train
+        from repae_lab.jobs.launch import train
 
         target = Path(resume if isinstance(resume, (str, Path)) else out if out is not None else self.run)
         if target != self.run:

@@ -2,7 +2,7 @@
 side by side.
 
 Everything shown comes from the probe cache (RUN/probes/, written by repae_lab.probes.probe_run): the
-constructor computes what is missing once and loads every step into memory (repae_lab.app.explorer_data), and
+constructor computes what is missing once and loads every step into memory (repae_lab.views.explorer_data), and
 the callbacks only move already-loaded numbers into the figures, so a slider move updates every view at once.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
-from repae_lab.app.explorer_comparison import explorer_entries
-from repae_lab.app.explorer_data import (VIEWS, RunData, available_views, curves_figure, explorer_animation,
-                                         explorer_figures, map_sources, maps_figure, MAPS_TITLE, png_bytes,
-                                         scatter_columns, scatter_figure, scatter_traces, stats_html, step_at)
+from repae_lab.views.explorer_comparison import explorer_entries
+from repae_lab.views.explorer_data import (VIEWS, RunData, available_views, curves_figure, explorer_animation,
+                                           explorer_figures, map_sources, maps_figure, MAPS_TITLE, png_bytes,
+                                           scatter_columns, scatter_figure, scatter_traces, stats_html, step_at)
 from repae_lab.probes import ProbeSettings
 
 from ._base import View, replace_figure
@@ -213,6 +213,6 @@ class LatentExplorer(View):
 
     def to_html(self, path):
         """The views at the current step, the step's numbers, and the scatter animated over every step."""
-        from repae_lab.app.html_export import write_html
+        from repae_lab.views.html_export import write_html
 
         return write_html(path, [*self.html_blocks(), *self.figures(), self.animation()], title=self.title)

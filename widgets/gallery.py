@@ -9,8 +9,8 @@ from typing import Sequence
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from repae_lab.app.gallery import METRICS, gallery_figure, gallery_rows, load_gallery_run, pick_steps
-from repae_lab.app.workbench import table_html
+from repae_lab.views.gallery import METRICS, gallery_figure, gallery_rows, load_gallery_run, pick_steps
+from repae_lab.views.run_summary import table_html
 
 from ._base import View, replace_figure
 

@@ -2,7 +2,7 @@
 
 The draw runs in the Draw button's callback on the kernel's thread; the sampler reports every step, and the
 progress bar and label move with it, so a long draw (the SDE sampler's 250 steps, a large grid) is never a
-frozen kernel without a sign of life. Weights are loaded once per checkpoint (repae_lab.app.playground).
+frozen kernel without a sign of life. Weights are loaded once per checkpoint (repae_lab.views.playground).
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Sequence
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from repae_lab.app.playground import (DrawSettings, ModelCache, checkpoint_choices, class_names, draw_samples,
-                                      grid_figure, settings_html, trajectory_figure)
-from repae_lab.app.figures import run_label
+from repae_lab.views.playground import (DrawSettings, ModelCache, checkpoint_choices, class_names, draw_samples,
+                                        grid_figure, settings_html, trajectory_figure)
+from repae_lab.views.figures import run_label
 from repae_lab.sampling import SAMPLERS
 
 from ._base import View, replace_figure

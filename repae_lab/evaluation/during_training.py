@@ -1,7 +1,7 @@
 """Evaluation inside the training loop: a small, fixed-protocol evaluation of the live run (EMA SiT, current
 VAE) every eval_every steps, so every run gets an FD-versus-steps curve.
 
-The loop does not import this: whoever starts a run hands it a TrainingEvaluator (app/launch.py does).
+The loop does not import this: whoever starts a run hands it a TrainingEvaluator (jobs/launch.py does).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The REPA-E workshop kit (notebooks/workshop/, docs/workshop.md): exercises' checkers, reference solutions on
 request, the kit's runs and the pictures its notebooks show.
 
-A top-layer package beside repae_lab/app: it may use anything in the library, and nothing in the library
-imports it (the CLI adds its subcommands through workshop.cli.add_subcommands).
+It sits above the experiments: it may use anything in the library, and nothing in the library imports it but
+the commands (`repae-lab workshop prepare / status`, repae_lab/commands/workshop.py).
 
     check_interpolation(interpolate, velocity_target)   exercise 1
     check_repa_loss(repa_loss)                          exercise 2

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..app.launch import train
-from ..app.workbench import ensure_run, run_is_complete
+from ..jobs.launch import train
+from ..jobs.runs import ensure_run, run_is_complete
 from ..config import config_from_dict, resolve_config
 from ..models.trained_cache import default_cache_dir
 from ..probes import load_probes, probe_run

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
-from ..app.figures import RUN_COLOURS, image_panels, run_label
+from ..views.figures import RUN_COLOURS, image_panels, run_label
 from ..data import class_balanced_indices, load_dataset
 from ..data.images import to_uint8_images
 from ..losses import interpolate as library_interpolate

@@ -14,10 +14,10 @@ from typing import Any, Callable
 from .. import rundir
 from ..config import Config, ConfigError
 from ..rundir import RunError, layout
-from .parallel_training import RunJob, check_jobs, train_in_parallel
-from .progress import Phase
-from .report import write_report
-from .shared_networks import prepare_shared_networks
+from ..jobs.parallel_training import RunJob, check_jobs, train_in_parallel
+from ..jobs.progress import Phase
+from ..views.report import write_report
+from ..jobs.shared_networks import prepare_shared_networks
 
 QUICKSTART_RECIPES = ("repa", "e2e-diffusion", "repa-e")
 

@@ -1,4 +1,4 @@
-"""The `repae-lab run-notebook` and `repae-lab sweep` subcommands (cli.py adds them with add_subcommands).
+"""The `repae-lab run-notebook` and `repae-lab sweep` subcommands (the package's build_parser adds them).
 
     repae-lab run-notebook NOTEBOOK --out DIR [-p KEY VALUE ...] [-y YAML] [--kernel NAME] [--no-html] [--quiet]
     repae-lab sweep NOTEBOOK --out DIR --grid KEY=V1,V2 [--grid ...] [-p KEY VALUE ...] [--jobs N] [--force]
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .notebook_params import ParameterError
+from ..notebooks.params import ParameterError
 
 HELP_P = "a notebook parameter; VALUE is read as YAML unless the parameter is a string (40, 1.5, true, [a, b])"
 
@@ -28,14 +28,14 @@ def _needs_papermill():
 
 
 def _parameters(args, declared):
-    from .notebook_runner import parse_parameter_args
+    from ..notebooks.runner import parse_parameter_args
 
     return parse_parameter_args(args.parameter, args.yaml, declared)
 
 
 def _run_notebook(args) -> int:
-    from .notebook_params import describe_parameters, notebook_parameters
-    from .notebook_runner import failure_line, run_notebook
+    from ..notebooks.params import describe_parameters, notebook_parameters
+    from ..notebooks.runner import failure_line, run_notebook
 
     try:
         _needs_papermill()
@@ -64,8 +64,8 @@ def _run_notebook(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .notebook_params import notebook_parameters
-    from .sweeps import parse_grid, run_sweep
+    from ..notebooks.params import notebook_parameters
+    from ..notebooks.sweeps import parse_grid, run_sweep
 
     try:
         _needs_papermill()
@@ -116,16 +116,3 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="run again what finished in an earlier sweep")
     p.set_defaults(func=_sweep)
 
-
-def main(argv=None) -> int:
-    """Stand-alone entry point until cli.py wires the subcommands: python -m repae_lab.app.notebook_cli ..."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="repae-lab")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

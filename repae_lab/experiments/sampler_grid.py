@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import image_panels
-from .notebook_params import NotebookError
+from ..views.figures import image_panels
+from ..notebooks.params import NotebookError
 
 
 @dataclass

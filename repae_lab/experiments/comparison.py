@@ -9,9 +9,9 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 
 from .. import rundir
-from .cadence import with_cadence
-from .figures import RUN_COLOURS, run_label
-from .notebook_training import train_run
+from ..jobs.cadence import with_cadence
+from ..views.figures import RUN_COLOURS, run_label
+from ..notebooks.kernel_training import train_run
 
 # Table 1 of REPA-E measures latent collapse by spatial variance and total variation; the other columns are what
 # this workbench can say about the same runs: sample quality, the SiT's alignment with the target, the VAE
@@ -29,7 +29,7 @@ def run_name(out_root: str | Path, recipe: str, steps: int) -> Path:
 def recipe_runs(preset: str, recipes: Sequence[str], steps: int, out_root: str | Path,
                 overrides: dict[str, Any] | None = None, *, progress: bool = True) -> list[Path]:
     """Train (or reuse) every recipe for `steps` steps with the same overrides and a cadence that suits the
-    length (cadence.py); returns the run directories in the recipes' order."""
+    length (jobs/cadence.py); returns the run directories in the recipes' order."""
     overrides = with_cadence(preset, overrides, steps)
     return [train_run(preset, recipe, run_name(out_root, recipe, steps), overrides, progress=progress)
             for recipe in recipes]

@@ -3,7 +3,7 @@
     repae-lab workshop prepare [--out DIR] [--only NAME ...] [--set key=value ...] [--quiet]
     repae-lab workshop status  [--out DIR] [--set key=value ...]
 
-The main CLI wires these in with `add_subcommands(subparsers)`.
+The package's build_parser adds them with `add_subcommands(subparsers)`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 from ..config import ConfigError, parse_overrides, resolve_config
 from ..rundir import RunError
-from .runs import KIT_RUNS, PRESET
+from ..workshop.runs import KIT_RUNS, PRESET
 
 
 def _typed_overrides(items) -> dict:
@@ -27,7 +27,7 @@ def _error(err) -> int:
 
 
 def _prepare(args) -> int:
-    from .kit import prepare
+    from ..workshop.kit import prepare
 
     try:
         overrides = _typed_overrides(args.set)
@@ -40,7 +40,7 @@ def _prepare(args) -> int:
 
 
 def _status(args) -> int:
-    from .kit import Kit
+    from ..workshop.kit import Kit
 
     try:
         kit = Kit(args.out, work_dir=args.out or "runs/workshop", overrides=_typed_overrides(args.set), log=lambda m: None)

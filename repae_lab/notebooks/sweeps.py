@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .notebook_params import ParameterError, check_types, notebook_parameters, parse_value
-from .notebook_runner import SUMMARY, failure_line, run_notebook
+from .params import ParameterError, check_types, notebook_parameters, parse_value
+from .runner import SUMMARY, failure_line, run_notebook
 
 INDEX = "index"
 

@@ -1,13 +1,11 @@
-"""`repae-lab import-checkpoint` and `repae-lab compare-vaes`: plugged into the main CLI with one line,
-
-    from .released_cli import add_subcommands; add_subcommands(sub)
+"""`repae-lab import-checkpoint` and `repae-lab compare-vaes`, over the released-model loaders
+(repae_lab.models.released) and the VAE comparison (repae_lab.probes.vae_comparison).
 
 Each command catches ReleasedModelError (and the data / feature-space errors) itself and prints the one-line
-message, returning exit status 2, so the main CLI needs no change to its error handling.
+message, returning exit status 2.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 
@@ -89,14 +87,3 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=compare_vaes_command)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser with just these two commands (python -m repae_lab.app.released_cli ...)."""
-    parser = argparse.ArgumentParser(prog="repae-lab")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-if __name__ == "__main__":
-    ns = build_parser().parse_args()
-    sys.exit(ns.func(ns))

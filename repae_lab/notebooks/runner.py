@@ -4,7 +4,7 @@
     OUT/NAME.html        its HTML export, which renders offline: plotly.js is embedded once, and the export
                          loads nothing from a CDN (no require.js, MathJax or widget renderer)
     OUT/summary.json     parameters, status, wall time, the run directories the notebook made or used, and
-                         the headline numbers it recorded (notebook_output.py)
+                         the headline numbers it recorded (output.py)
     OUT/log.txt          what the notebook's cells printed (training progress lines included)
 
 Names and types of the parameters are checked against the notebook's parameters cell before a kernel starts
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .notebook_output import read_records
-from .notebook_params import ParameterError, check_types, notebook_parameters
+from .output import read_records
+from .params import ParameterError, check_types, notebook_parameters
 
 SUMMARY = "summary.json"
 LOG = "log.txt"
@@ -164,9 +164,9 @@ def failure_line(summary: Mapping[str, Any]) -> str:
 
 def parse_parameter_args(pairs: list[list[str]] | None, yaml_text: str | None,
                          declared: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """-p KEY VALUE pairs (read by the type the notebook declares, notebook_params.parse_value) and a -y YAML
+    """-p KEY VALUE pairs (read by the type the notebook declares, params.parse_value) and a -y YAML
     mapping (later -p win)."""
-    from .notebook_params import parse_value
+    from .params import parse_value
 
     values: dict[str, Any] = {}
     if yaml_text:

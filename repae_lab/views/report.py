@@ -62,7 +62,7 @@ def pca_rgb_figure(runs: Sequence[Path], images: int = 12) -> go.Figure | None:
 
 
 def reconstruction_figure(runs: Sequence[Path], images: int = 8) -> go.Figure | None:
-    from .workbench import snapshot_images
+    from .run_summary import snapshot_images
 
     panels = []
     for run in runs:

@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 from .. import rundir
 from ..config import resolve_config
 from ..evaluation.records import curve_of
-from .parallel_training import RunJob, train_in_parallel
-from .progress import Phase
+from ..jobs.parallel_training import RunJob, train_in_parallel
+from ..jobs.progress import Phase
 
 FD_KEY = "eval/fd_workshop"
 ACCURACY_KEY = "eval/accuracy_workshop"
@@ -51,7 +51,7 @@ def run_path(out: Path, arm: str, seed: int) -> Path:
 def prepare_shared_networks(preset: str, seeds: Sequence[int], common: dict[str, Any], log) -> None:
     """The pretrained VAE, the REPA targets and the evaluator of every seed, trained (or loaded) here once, so
     that parallel runs never train the same cached network twice."""
-    from .shared_networks import prepare_shared_networks as prepare
+    from ..jobs.shared_networks import prepare_shared_networks as prepare
 
     phase = Phase("preparing the shared networks (cached after the first time)", len(seeds), log)
     for i, seed in enumerate(seeds):
@@ -371,7 +371,7 @@ def fd_figure_from_output(output: ClaimsOutput):
     """FD against steps of every run of a benchmark, one colour per arm, as an interactive plotly figure."""
     import plotly.graph_objects as go
 
-    from .figures import RUN_COLOURS
+    from ..views.figures import RUN_COLOURS
 
     fig = go.Figure()
     arms = list(dict.fromkeys(r["arm"] for r in output.data["runs"]))

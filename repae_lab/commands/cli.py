@@ -1,4 +1,5 @@
-"""`repae-lab`: the command line over the library.
+"""The library's own subcommands of `repae-lab` (the package's build_parser puts every subcommand on one parser),
+and the error handling every subcommand shares.
 
     repae-lab train --preset workshop --recipe repa-e --out runs/workshop-repa-e [--set key=value ...] [--config FILE.yaml]
     repae-lab train --resume RUN [--set steps=2000 lr=5e-5 ...]
@@ -8,24 +9,17 @@
     repae-lab probe RUN [RUN ...] [--out DIR] [--recompute] [--no-umap]
     repae-lab quickstart --out DIR [--set key=value ...]
     repae-lab presets
-    repae-lab import-checkpoint SRC --out RUN [--vae SRC] [--latents-stats FILE]
-    repae-lab compare-vaes --vae A --vae B ... --images FOLDER_OR_DATASET --out DIR
-    repae-lab run-notebook NOTEBOOK --out DIR [-p key value ...]
-    repae-lab sweep NOTEBOOK --out DIR --grid key=v1,v2 [...]
-    repae-lab workshop prepare [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Callable, Sequence
 
 from ..config import PRESETS, RECIPES, ConfigError, parse_overrides, resolve_config
 
 
 def _train(args) -> int:
     from ..training.summary import format_summary
-    from .launch import train
+    from ..jobs.launch import train
 
     if args.resume:
         if args.config or args.dry_run:
@@ -118,7 +112,7 @@ def _add_sampling_args(p) -> None:
 
 
 def _quickstart(args) -> int:
-    from .quickstart import QUICKSTART_RECIPES, quickstart
+    from ..experiments.quickstart import QUICKSTART_RECIPES, quickstart
 
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip()) if args.recipes else QUICKSTART_RECIPES
     quickstart(args.out, preset=args.preset, recipes=recipes, overrides=parse_overrides(args.set), jobs=args.jobs,
@@ -134,12 +128,8 @@ def _presets(args) -> int:
     return 0
 
 
-def build_parser(extensions: Sequence[Callable] = ()) -> argparse.ArgumentParser:
-    """The parser of every subcommand; each of `extensions` is called with the subparsers to add its own (the
-    layers above this one add theirs that way, commands.py)."""
-    parser = argparse.ArgumentParser(prog="repae-lab", description="REPA-E research workbench")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_subcommands(sub) -> None:
+    """Add train, export-vae, sample, eval, probe, quickstart and presets to the repae-lab parser's subparsers."""
     p = sub.add_parser("train", help="train a recipe into a run directory, or resume one")
     p.add_argument("--preset", default="workshop", help=f"one of: {', '.join(PRESETS)}")
     p.add_argument("--recipe", default=None, help=f"one of: {', '.join(RECIPES)} (default: repa-e)")
@@ -201,18 +191,9 @@ def build_parser(extensions: Sequence[Callable] = ()) -> argparse.ArgumentParser
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_presets)
 
-    from .released_cli import add_subcommands as add_released
-    from .notebook_cli import add_subcommands as add_notebooks
-    add_released(sub)                  # import-checkpoint, compare-vaes
-    add_notebooks(sub)                 # run-notebook, sweep
-    for extend in extensions:
-        extend(sub)
-    return parser
 
-
-def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Run one command line; `parser` is build_parser()'s, with the layers above's subcommands (commands.py)."""
-    args = (parser or build_parser()).parse_args(argv)
+def run(args) -> int:
+    """Run one parsed command line: a bad input or a broken run directory ends in one line and exit status 2."""
     from ..data import DatasetError
     from ..metrics.feature_spaces import FeatureSpaceError
     from ..rundir import CheckpointError, RunError
@@ -227,7 +208,3 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         print("repae-lab: interrupted; the last checkpoint is kept (resume with `repae-lab train --resume RUN`)",
               file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,10 +9,10 @@ from typing import Any, Sequence
 
 from .. import rundir
 from ..config import resolve_config
-from .cadence import CADENCE_KEYS, with_cadence
-from .notebook_output import record_runs
-from .notebook_params import NotebookError
-from .notebook_training import train_run
+from ..jobs.cadence import CADENCE_KEYS, with_cadence
+from ..notebooks.output import record_runs
+from ..notebooks.params import NotebookError
+from ..notebooks.kernel_training import train_run
 
 # what a second-stage SiT trains with on each VAE; "repa" is the paper's (diffusion + 0.5 REPA)
 SECOND_STAGE = {"repa": {"e2e": "on-frozen-e2e-vae", "original": "repa"},

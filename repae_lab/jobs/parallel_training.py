@@ -18,7 +18,7 @@ from .. import rundir
 from ..config import Config, resolve_config
 from ..rundir import RunError, layout
 from .progress import Phase
-from .workbench import run_action, run_is_complete
+from .runs import run_action, run_is_complete
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class RunJob:
 
 
 def check_jobs(jobs: Sequence[RunJob]) -> dict[str, str]:
-    """What each job needs, before any work ("train", "resume" or "done": workbench.run_action); a folder
+    """What each job needs, before any work ("train", "resume" or "done": runs.run_action); a folder
     holding another run stops here."""
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):

@@ -20,8 +20,8 @@ from typing import Any, Callable
 from .. import rundir
 from ..config import ConfigError, resolve_config
 from ..rundir import RunError
-from .notebook_output import figure_bundle, record_runs
-from .notebook_params import NotebookError
+from .output import figure_bundle, record_runs
+from .params import NotebookError
 
 LINES_PER_RUN = 20           # progress lines a run prints (plus one per evaluation)
 FIGURE_EVERY_S = 15.0        # the live curves are redrawn at most this often
@@ -152,7 +152,7 @@ class ProgressPrinter:
     def _redraw(self, force: bool = False) -> None:
         if self.handle is None or (not force and time.time() - self.figure_at < FIGURE_EVERY_S):
             return
-        from .figures import training_curves
+        from ..views.figures import training_curves
 
         self.figure_at = time.time()
         if (self.run / "metrics.jsonl").is_file():
@@ -226,13 +226,13 @@ def run_torchrun(cmd: list[str], run: Path, printer: ProgressPrinter | None, *, 
 def train_run(preset: str, recipe: str, out: str | Path, overrides: dict[str, Any] | None = None, *,
               processes: int = 1, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str = "",
               progress: bool = True, every: int | None = None, record: bool = True) -> Path:
-    """workbench.ensure_run for notebooks: train, resume or reuse the run in `out`, printing its progress.
+    """jobs.runs.ensure_run for notebooks: train, resume or reuse the run in `out`, printing its progress.
 
     processes * nnodes > 1 trains under torchrun in a subprocess (with nnodes > 1, start the same notebook on
     every machine with its node_rank and machine 0's rdzv_endpoint; the run directory must be on a shared
     filesystem) and follows the metrics log until it ends. Errors in the input stop with one line
     (NotebookError). Records the run directory for run-notebook's summary."""
-    from .workbench import ensure_run, run_action
+    from ..jobs.runs import ensure_run, run_action
 
     from ..data import DatasetError
 
