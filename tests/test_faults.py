@@ -293,7 +293,7 @@ def test_a_broken_newest_checkpoint_falls_back_to_the_previous(finished, capsys)
     newest = rundir.checkpoint_dirs(run)[-1]
     (newest / "sit.safetensors").write_bytes(b"garbage, not safetensors")
     manifest = json.loads((newest / "manifest.json").read_text())
-    manifest["sit.safetensors"] = rundir.checkpoints._sha256(newest / "sit.safetensors")
+    manifest["sit.safetensors"] = rundir.sha256_file(newest / "sit.safetensors")
     (newest / "manifest.json").write_text(json.dumps(manifest))
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert "cannot be read" in capsys.readouterr().err and previous.name == "step-00000002"

@@ -15,12 +15,19 @@ from __future__ import annotations
 import sys
 
 from ..config import PRESETS, RECIPES, ConfigError, parse_overrides, resolve_config
+from ..data import DatasetError
+from ..evaluation import evaluate_run, format_record
+from ..jobs.launch import train
+from ..metrics.feature_spaces import FeatureSpaceError
+from ..models.export import export_vae
+from ..probes import ProbeError, ProbeSettings, compare_runs, summary_table
+from ..rundir import CheckpointError, RunError
+from ..sampling import SamplingError, SamplingSpec, parse_interval, sample_to_files
+from ..training.distributed import shutdown
+from ..training.summary import format_summary
 
 
 def _train(args) -> int:
-    from ..training.summary import format_summary
-    from ..jobs.launch import train
-
     if args.resume:
         if args.config or args.dry_run:
             raise ConfigError("--resume continues a run with its own config.json; --config / --dry-run apply to new "
@@ -35,30 +42,22 @@ def _train(args) -> int:
         summary = train(cfg, out, progress=not args.quiet)
     if summary:                       # under torchrun only rank 0 has one
         print(format_summary(summary))
-    from ..training.distributed import shutdown
-
     shutdown()
     return 0
 
 
 def _export(args) -> int:
-    from ..models.export import export_vae
-
     path = export_vae(args.run, args.out)
     print(f"E2E-VAE written to {path} (diffusers AutoencoderKL layout, latents_mean / latents_std in config.json)")
     return 0
 
 
 def _sampling_spec(args):
-    from ..sampling import SamplingSpec, parse_interval
-
     return SamplingSpec(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg, interval=parse_interval(args.interval),
                         seed=args.seed, ema=not args.no_ema)
 
 
 def _sample(args) -> int:
-    from ..sampling import sample_to_files
-
     result = sample_to_files(args.run, args.n, args.out, _sampling_spec(args), checkpoint=args.checkpoint,
                              batch_size=args.batch_size, progress=not args.quiet)
     files, p = result["files"], result["protocol"]
@@ -68,8 +67,6 @@ def _sample(args) -> int:
 
 
 def _eval(args) -> int:
-    from ..evaluation import evaluate_run, format_record
-
     record = evaluate_run(args.run, n=args.n, spaces=args.space, spec=_sampling_spec(args), n_ref=args.n_ref,
                           weights={"dinov2": args.dinov2_weights, "inception": args.inception_weights},
                           recon=not args.no_recon, checkpoint=args.checkpoint, save_samples=not args.no_npz,
@@ -79,8 +76,6 @@ def _eval(args) -> int:
 
 
 def _probe(args) -> int:
-    from ..probes import ProbeError, ProbeSettings, compare_runs, summary_table
-
     settings = ProbeSettings(umap=not args.no_umap, aligned_umap=not (args.no_umap or args.no_aligned_umap))
     try:
         results, csv_path, json_path = compare_runs(args.runs, args.out, settings, recompute=args.recompute,
@@ -112,6 +107,8 @@ def _add_sampling_args(p) -> None:
 
 
 def _quickstart(args) -> int:
+    # here, not at the top: the quickstart draws its report with plotly, part of the notebook extra that a GPU
+    # host which only trains may lack, and every other command must start without it
     from ..experiments.quickstart import QUICKSTART_RECIPES, quickstart
 
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip()) if args.recipes else QUICKSTART_RECIPES
@@ -194,11 +191,6 @@ def add_subcommands(sub) -> None:
 
 def run(args) -> int:
     """Run one parsed command line: a bad input or a broken run directory ends in one line and exit status 2."""
-    from ..data import DatasetError
-    from ..metrics.feature_spaces import FeatureSpaceError
-    from ..rundir import CheckpointError, RunError
-    from ..sampling import SamplingError
-
     try:
         return args.func(args)
     except (ConfigError, DatasetError, RunError, CheckpointError, SamplingError, FeatureSpaceError) as err:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..notebooks.params import ParameterError
+from ..notebooks.params import ParameterError, describe_parameters, notebook_parameters
+from ..notebooks.runner import failure_line, parse_parameter_args, run_notebook
+from ..notebooks.sweeps import parse_grid, run_sweep
 
 HELP_P = "a notebook parameter; VALUE is read as YAML unless the parameter is a string (40, 1.5, true, [a, b])"
 
@@ -19,6 +21,7 @@ def _error(message: str) -> int:
 
 
 def _needs_papermill():
+    # papermill and nbconvert are the optional notebook extra: looked for only when a notebook command runs
     try:
         import nbconvert  # noqa: F401
         import papermill  # noqa: F401
@@ -28,15 +31,10 @@ def _needs_papermill():
 
 
 def _parameters(args, declared):
-    from ..notebooks.runner import parse_parameter_args
-
     return parse_parameter_args(args.parameter, args.yaml, declared)
 
 
 def _run_notebook(args) -> int:
-    from ..notebooks.params import describe_parameters, notebook_parameters
-    from ..notebooks.runner import failure_line, run_notebook
-
     try:
         _needs_papermill()
         declared = notebook_parameters(args.notebook)
@@ -64,9 +62,6 @@ def _run_notebook(args) -> int:
 
 
 def _sweep(args) -> int:
-    from ..notebooks.params import notebook_parameters
-    from ..notebooks.sweeps import parse_grid, run_sweep
-
     try:
         _needs_papermill()
         declared = notebook_parameters(args.notebook)

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import sys
 
+from ..data import DatasetError
+from ..metrics.feature_spaces import FeatureSpaceError
+from ..models.released.errors import ReleasedModelError
+from ..models.released.import_run import IMPORTED_FILE, import_checkpoint
+from ..probes.imported_snapshot import add_probe_snapshot
+from ..probes.vae_comparison import compare_vaes
+
 
 def _fail(err) -> int:
     print(f"repae-lab: error: {err}", file=sys.stderr)
@@ -15,11 +22,6 @@ def _fail(err) -> int:
 
 
 def import_checkpoint_command(args) -> int:
-    from ..models.released.errors import ReleasedModelError
-    from ..models.released.import_run import IMPORTED_FILE, import_checkpoint
-
-    from ..probes.imported_snapshot import add_probe_snapshot
-
     try:
         run = import_checkpoint(args.src, args.out, vae=args.vae, latents_stats=args.latents_stats,
                                 num_heads=args.num_heads, num_classes=args.num_classes,
@@ -35,11 +37,6 @@ def import_checkpoint_command(args) -> int:
 
 
 def compare_vaes_command(args) -> int:
-    from ..data import DatasetError
-    from ..metrics.feature_spaces import FeatureSpaceError
-    from ..models.released.errors import ReleasedModelError
-    from ..probes.vae_comparison import compare_vaes
-
     try:
         result = compare_vaes(args.vae, args.images, args.out, n=args.n, resolution=args.resolution,
                               batch_size=args.batch_size, device=args.device, rfd=args.rfd,

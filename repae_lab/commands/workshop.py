@@ -11,6 +11,7 @@ import sys
 
 from ..config import ConfigError, parse_overrides, resolve_config
 from ..rundir import RunError
+from ..workshop.kit import Kit, prepare
 from ..workshop.runs import KIT_RUNS, PRESET
 
 
@@ -27,8 +28,6 @@ def _error(err) -> int:
 
 
 def _prepare(args) -> int:
-    from ..workshop.kit import prepare
-
     try:
         overrides = _typed_overrides(args.set)
         prepare(args.out, overrides, names=args.only, progress=not args.quiet)
@@ -40,8 +39,6 @@ def _prepare(args) -> int:
 
 
 def _status(args) -> int:
-    from ..workshop.kit import Kit
-
     try:
         kit = Kit(args.out, work_dir=args.out or "runs/workshop", overrides=_typed_overrides(args.set), log=lambda m: None)
     except (ConfigError, RunError) as err:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 
@@ -58,8 +59,6 @@ def image_grid(images: Tensor, labels: Tensor | None = None, *, max_images: int 
 
 def save_grid(path: str | Path, images: Tensor, labels: Tensor | None = None, **kwargs) -> Path:
     """image_grid as a PNG, written under a temporary name and renamed."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision import datasets as tv_datasets
 
 from .datasets import (IMAGE_EXTENSIONS, DatasetError, ImageDataset, ImageFolderDataset, TensorImageDataset,
                        check_resolution, existing_dir, hwc_uint8_to_nchw, resize_float, resize_uint8)
@@ -31,6 +32,7 @@ _FASHION_FIX = ("fix: run `apt-get install dataset-fashion-mnist`, pass root=FOL
 
 def _load_digits(*, resolution: int, root=None, split: str = "train", download: bool = False):
     """sklearn's 8x8 digits. There is no official split, so "test" returns the same 1,797 images."""
+    # scikit-learn is imported here, not at the top: it would add ~0.8 s to every start of the repae-lab command
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -88,8 +90,6 @@ def _load_fashion_mnist(*, resolution: int, root=None, split: str = "train", dow
             break
 
     if images is None and download:
-        from torchvision import datasets as tv_datasets
-
         target = root if root is not None else CACHE_DIR.expanduser()
         try:
             ds = tv_datasets.FashionMNIST(str(target), train=split == "train", download=True)
@@ -110,8 +110,6 @@ def _load_fashion_mnist(*, resolution: int, root=None, split: str = "train", dow
 
 
 def _load_cifar10(*, resolution: int, root=None, split: str = "train", download: bool = False):
-    from torchvision import datasets as tv_datasets
-
     root = Path(root).expanduser() if root is not None else CACHE_DIR.expanduser()
     fix = ("fix: pass root=FOLDER containing cifar-10-batches-py/ (the extracted "
            "cifar-10-python.tar.gz), or download=True on a machine with internet")

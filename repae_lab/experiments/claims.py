@@ -22,6 +22,9 @@ from ..config import resolve_config
 from ..evaluation.records import curve_of
 from ..jobs.parallel_training import RunJob, train_in_parallel
 from ..jobs.progress import Phase
+from ..jobs.shared_networks import prepare_shared_networks as prepare
+from ..models.export import export_vae
+from ..probes import ProbeSettings, probe_run
 
 FD_KEY = "eval/fd_workshop"
 ACCURACY_KEY = "eval/accuracy_workshop"
@@ -51,8 +54,6 @@ def run_path(out: Path, arm: str, seed: int) -> Path:
 def prepare_shared_networks(preset: str, seeds: Sequence[int], common: dict[str, Any], log) -> None:
     """The pretrained VAE, the REPA targets and the evaluator of every seed, trained (or loaded) here once, so
     that parallel runs never train the same cached network twice."""
-    from ..jobs.shared_networks import prepare_shared_networks as prepare
-
     phase = Phase("preparing the shared networks (cached after the first time)", len(seeds), log)
     for i, seed in enumerate(seeds):
         prepare(resolve_config(preset, recipe="repa-e", overrides={**common, "seed": seed}), progress=False)
@@ -62,8 +63,6 @@ def prepare_shared_networks(preset: str, seeds: Sequence[int], common: dict[str,
 
 def _export_e2e_vae(source: Path, out: Path) -> Path:
     """The E2E-VAE of a finished run, exported once (models/export.py)."""
-    from ..models.export import export_vae
-
     if not (out / "repae_lab_export.json").is_file():
         export_vae(source, out)
     return out
@@ -150,8 +149,6 @@ def collect(out: str | Path, arms: Sequence[Arm], seeds: Sequence[int], *, probe
             log: Callable[[str], None] = print) -> list[RunResult]:
     """Every arm's runs, probed (latent statistics and CKNNA per snapshot, cached in RUN/probes/) when
     `probes`; runs that do not exist yet are left out."""
-    from ..probes import ProbeSettings, probe_run
-
     todo = [(a, s) for a in arms for s in seeds if (run_path(out, a.name, s) / "summary.json").is_file()]
     phase = Phase("probing the runs (cached)", len(todo), log) if probes else None
     results = []
@@ -272,6 +269,8 @@ def speedup_rows(results: Sequence[RunResult], fast: str, slow: Sequence[str]) -
 
 
 def _axes():
+    # matplotlib and plotly (also through views.figures) belong to the optional notebook extra: imported where a
+    # plot is drawn, so the benchmarks can train and tabulate on a host without it
     import matplotlib
 
     matplotlib.use("Agg")

@@ -13,11 +13,15 @@ from typing import Any, Callable
 
 from .. import rundir
 from ..config import Config, ConfigError
-from ..rundir import RunError, layout
+from ..evaluation import evaluate_run
+from ..evaluation.records import protocol_tag
 from ..jobs.parallel_training import RunJob, check_jobs, train_in_parallel
 from ..jobs.progress import Phase
-from ..views.report import write_report
 from ..jobs.shared_networks import prepare_shared_networks
+from ..probes import ProbeSettings, load_probes, probe_run
+from ..rundir import RunError, layout
+from ..sampling import SamplingSpec
+from ..views.report import write_report
 
 QUICKSTART_RECIPES = ("repa", "e2e-diffusion", "repa-e")
 
@@ -25,11 +29,6 @@ QUICKSTART_RECIPES = ("repa", "e2e-diffusion", "repa-e")
 def probe_and_evaluate_run(recipe: str, run: Path, cfg: Config, eval_n: int) -> dict[str, Any]:
     """One run's probes (cached in RUN/probes/) and final evaluation from eval_n samples (cached in RUN/eval/),
     as a row of the results table."""
-    from ..evaluation import evaluate_run
-    from ..evaluation.records import protocol_tag
-    from ..probes import ProbeSettings, load_probes, probe_run
-    from ..sampling import SamplingSpec
-
     probe_run(run, ProbeSettings(umap=False, aligned_umap=False))
     spec = SamplingSpec(sampler=cfg.eval_sampler, steps=cfg.eval_steps, cfg_scale=cfg.eval_cfg_scale,
                         interval=tuple(cfg.eval_interval), seed=cfg.seed)

@@ -12,9 +12,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 
-from ..views.figures import image_panels
+from ..data import load_dataset
+from ..data.images import to_uint8_images
+from ..evaluation import build_spaces, evaluate_images, evaluate_vae, training_eval_spaces
+from ..models.from_run import load_for_sampling
 from ..notebooks.params import NotebookError
+from ..rundir import RunError
+from ..sampling import SamplingError, class_balanced_labels, generate_images
+from ..views.figures import image_panels
 
 
 @dataclass
@@ -58,8 +65,6 @@ def sampler_settings(base, *, samplers: Sequence[str] = (), steps: Sequence[int]
     """The base SamplingSpec, then one setting per listed value of each knob, the others kept at the base.
     Intervals only matter with guidance: they are tried at the base CFG scale, or at the largest listed scale
     when the base has none."""
-    from ..sampling import SamplingError
-
     out = [Setting("base", describe(base), base)]
     guided = base.cfg_scale if base.cfg_scale != 1.0 else max([c for c in cfg_scales if c != 1.0] or [2.0])
     try:
@@ -87,15 +92,6 @@ def run_grid(run: str | Path, settings: list[Setting], *, n: int, show: int = 16
     """Sample n class-balanced images per setting from the run's newest good (or the given) checkpoint, keep the
     first `show` for pictures, and measure each set (the run's evaluation spaces, reference: its train split);
     the VAE's reconstruction numbers once, on vae_n images (default n)."""
-    import torch
-
-    from ..data import load_dataset
-    from ..data.images import to_uint8_images
-    from ..evaluation import build_spaces, evaluate_images, evaluate_vae, training_eval_spaces
-    from ..models.from_run import load_for_sampling
-    from ..rundir import RunError
-    from ..sampling import SamplingError, class_balanced_labels, generate_images
-
     try:
         loaded = load_for_sampling(run, checkpoint=checkpoint or None)
     except (RunError, FileNotFoundError) as err:

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import rundir
-from ..config import resolve_config
+from ..config import RECIPES, resolve_config
 from ..jobs.cadence import CADENCE_KEYS, with_cadence
+from ..models.export import export_vae
+from ..notebooks.kernel_training import train_run
 from ..notebooks.output import record_runs
 from ..notebooks.params import NotebookError
-from ..notebooks.kernel_training import train_run
 
 # what a second-stage SiT trains with on each VAE; "repa" is the paper's (diffusion + 0.5 REPA)
 SECOND_STAGE = {"repa": {"e2e": "on-frozen-e2e-vae", "original": "repa"},
@@ -26,8 +27,6 @@ def ensure_source(source: str | Path, preset: str, steps: int = 0, overrides: di
                   progress: bool = True) -> Path:
     """The repa-e run to export: used as it is when `source` holds a run, else trained there first (repa-e on
     `preset` for `steps` steps, 0 = the preset's, with `overrides`)."""
-    from ..config import RECIPES
-
     source = Path(source)
     config = rundir.read_json(source / "config.json")
     if config is None:
@@ -41,8 +40,6 @@ def ensure_source(source: str | Path, preset: str, steps: int = 0, overrides: di
 
 def export_e2e_vae(source: str | Path, out: str | Path) -> Path:
     """The E2E-VAE of `source` in `out` (models/export.py); an export of the same checkpoint is reused."""
-    from ..models.export import export_vae
-
     source, out = Path(source), Path(out)
     ckpt = rundir.latest_good_checkpoint(source)
     if ckpt is None:

@@ -5,6 +5,8 @@ import sys
 import time
 from typing import Callable
 
+from tqdm.auto import tqdm
+
 
 class Phase:
     """A progress display for one phase: a bar on a terminal, and a few whole lines anywhere else (a log file
@@ -14,8 +16,6 @@ class Phase:
         self.name, self.total, self.log, self.done, self.t0 = name, max(1, total), log, 0, time.time()
         self.bar = None
         if sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=self.total, desc=name, leave=True, file=sys.stderr)
         else:
             log(f"[{name}] started")

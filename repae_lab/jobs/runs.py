@@ -10,6 +10,7 @@ from typing import Any
 from .. import rundir
 from ..config import config_from_dict, resolve_config
 from ..rundir import RunError
+from .launch import train
 
 
 def run_is_complete(run: str | Path) -> bool:
@@ -46,8 +47,6 @@ def ensure_run(preset: str, recipe: str, out: str | Path, overrides: dict[str, A
     - a different run (preset, recipe or any override differs): RunError naming the differences.
     `on_metrics(step, means)` is handed to the training loop (launch.train).
     """
-    from .launch import train          # here, so that reading runs does not import the training stack
-
     run = Path(out)
     action = run_action(preset, recipe, run, overrides)
     if action == "train":

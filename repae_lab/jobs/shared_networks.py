@@ -9,13 +9,12 @@ threads, 38.5 s with one).
 from __future__ import annotations
 
 from ..config import Config
+from ..evaluation.spaces import build_spaces, training_eval_spaces
+from ..training.state import build_state
 
 
 def prepare_shared_networks(cfg: Config, progress: bool = False) -> None:
     """Everything `cfg`'s runs load from the cache, made now."""
-    from ..evaluation.spaces import build_spaces, training_eval_spaces
-    from ..training.state import build_state
-
     state = build_state(cfg, progress=progress)        # the pretrained VAE and the REPA target encoder
     names, weights = training_eval_spaces(cfg)
     build_spaces(names, dataset=state.dataset, weights=weights, cache_dir=cfg.cache_dir, progress=progress)

@@ -96,7 +96,7 @@ def _load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
 def inception_space(weights: str | Path | None) -> InceptionSpace:
     """Inception-V3 with pool3 and unbiased logits from a LOCAL weights file (torch-fidelity's
     weights-inception-2015-12-05-6726825d.pth, or the same tensors as .safetensors)."""
-    try:
+    try:   # torch-fidelity is heavy and only the Inception space needs it
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as err:
         raise FeatureSpaceError("FID needs torch-fidelity: `pip install torch-fidelity`.") from err

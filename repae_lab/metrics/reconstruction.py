@@ -8,6 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..data.images import images_to_uint8
+from ..models.modes import frozen_eval
+from ..models.vae import decode, encode
+from .feature_spaces import extract_features
+from .frechet import frechet_distance_features
+
 
 def _unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] -> float64 [0, 1]."""
@@ -54,10 +60,6 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1
 @torch.no_grad()
 def reconstruct(vae, images: torch.Tensor, *, batch_size: int = 64, device=None) -> torch.Tensor:
     """uint8 (N, C, H, W) -> the VAE's uint8 reconstructions through the posterior mean (no sampling noise)."""
-    from ..data.images import images_to_uint8
-    from ..models.modes import frozen_eval
-    from ..models.vae import decode, encode
-
     device = torch.device(device) if device is not None else next(vae.parameters()).device
     out = []
     with frozen_eval(vae):
@@ -71,9 +73,6 @@ def reconstruct(vae, images: torch.Tensor, *, batch_size: int = 64, device=None)
 def reconstruction_metrics(originals: torch.Tensor, recons: torch.Tensor, *, spaces: dict | None = None,
                            batch_size: int = 64, device=None) -> dict[str, float]:
     """psnr and ssim (means over images), and rfd_<space> for every feature space given."""
-    from .feature_spaces import extract_features
-    from .frechet import frechet_distance_features
-
     p = psnr(originals, recons)
     out = {"rpsnr": float(p.mean()), "rssim": float(ssim(originals, recons).mean())}
     for name, space in (spaces or {}).items():

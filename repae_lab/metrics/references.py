@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
+from ..models.trained_cache import default_cache_dir
 from .feature_spaces import FeatureSpace, dataset_uint8, extract_features
 from .frechet import GaussianStats, gaussian_stats
 
@@ -43,8 +45,6 @@ def reference_statistics(space: FeatureSpace, dataset, *, n_ref: int | None = No
                          cache_dir: str | Path | None = None, batch_size: int = 256, device=None,
                          progress: bool = True) -> Reference:
     """Statistics of `dataset` (train split, as the ADM reference batches) in `space`, cached on disk."""
-    from ..models.trained_cache import default_cache_dir
-
     idx = reference_indices(len(dataset), n_ref, seed)
     desc = {"dataset": dataset.name, "resolution": dataset.resolution, "dataset_size": len(dataset),
             "n": len(idx), "seed": seed, "space": space.fingerprint, "pr_max": PR_MAX, "v": 1}
@@ -58,8 +58,6 @@ def reference_statistics(space: FeatureSpace, dataset, *, n_ref: int | None = No
         except Exception:  # damaged: recompute
             path.unlink(missing_ok=True)
     feats = []
-    from tqdm.auto import tqdm
-
     chunks = idx.split(4096)
     for chunk in tqdm(chunks, desc=f"reference features ({space.name})", disable=not progress or len(chunks) < 2,
                       leave=False):

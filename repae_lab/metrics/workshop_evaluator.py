@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import trange
 
 from ..data.images import images_to_uint8
 from ..models.trained_cache import cached_trained_model
@@ -86,8 +87,6 @@ def train_evaluator(images: torch.Tensor, labels: torch.Tensor, cfg: EvaluatorCo
 
     A held-out share measures the accuracy the docs quote; the net is trained on the rest. Runs under its own
     RNG (torch.random.fork_rng), so building it mid-training does not move the training run's random stream."""
-    from tqdm.auto import trange
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)

@@ -9,6 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..rundir.errors import CheckpointError
+from ..rundir.safe_load import load_torch_file
+
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights, which lpips builds on
 # torchvision's vgg16().features indices -> the lpips trunk's five slices (the module names keep the indices)
@@ -26,9 +29,6 @@ def lpips_available() -> bool:
 
 def _safe_state(path: Path, what: str) -> dict[str, torch.Tensor]:
     """A weights file read without running code from it (torch.load(weights_only=True)); refused otherwise."""
-    from ..rundir.errors import CheckpointError
-    from ..rundir.safe_load import load_torch_file
-
     try:
         state = load_torch_file(path)
     except CheckpointError as err:
@@ -49,7 +49,7 @@ class LPIPSDistance(nn.Module):
 
     def __init__(self, double_rescale: bool = False):
         super().__init__()
-        import lpips
+        import lpips          # heavy, and needed only where LPIPS-VGG is the perceptual distance
 
         with warnings.catch_warnings():        # torchvision's notice about lpips's old `pretrained=` argument
             warnings.simplefilter("ignore", UserWarning)

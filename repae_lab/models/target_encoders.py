@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import trange
 
 from .trained_cache import cached_trained_model
 
@@ -87,8 +88,6 @@ def train_workshop_encoder(images: torch.Tensor, labels: torch.Tensor, cfg: Work
                            seed: int = 0, steps: int = 400, batch_size: int = 128, lr: float = 2e-3,
                            progress: bool = True) -> tuple[WorkshopEncoder, dict]:
     """Train the encoder as a classifier (AdamW, cosine lr); returns it frozen in eval mode with its train stats."""
-    from tqdm.auto import trange
-
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = WorkshopEncoder(cfg)
@@ -156,7 +155,7 @@ def dinov2_b(weights: str | None = None, *, resolution: int = 256, pretrained: b
              name: str = "vit_base_patch14_dinov2.lvd142m") -> DinoV2Target:
     """DINOv2 ViT-B/14 (no registers). `weights`: None for timm's hub weights, a local .safetensors/.pth file,
     or a timm hub id such as 'hf-hub:timm/vit_base_patch14_dinov2.lvd142m'. `name` picks another DINOv2 size."""
-    import timm
+    import timm           # heavy to import, and only the DINOv2 target needs it
 
     image_size = 224 * resolution // 256                          # 256 px -> 224 -> 16x16 tokens of 14 px
     kwargs = dict(img_size=image_size, num_classes=0, dynamic_img_size=False)

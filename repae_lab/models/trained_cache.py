@@ -11,6 +11,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from ..rundir.files import atomic_save_tensors
 
 
 def default_cache_dir() -> Path:
@@ -24,11 +28,6 @@ def cached_trained_model(kind: str, prefix: str, dataset, cfg, *, seed: int, ste
 
     `load_data(dataset, indices)` gives (images, labels) of a seeded subset of at most `max_images`;
     `fit(images, labels)` returns (frozen model in eval mode, stats). A damaged entry is rebuilt, never trusted."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from ..rundir.files import atomic_save_tensors
-
     key_src = json.dumps({"dataset": dataset.name, "resolution": dataset.resolution, "n": len(dataset),
                           "cfg": asdict(cfg), "seed": seed, "steps": steps, "max_images": max_images, "v": 1},
                          sort_keys=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import trange
 
 from .trained_cache import cached_trained_model
 from .vae import build_vae, decode, encode, kl_loss
@@ -32,8 +33,6 @@ def pretrain_vae(images: torch.Tensor, setup: VAEPretraining, *, steps: int, see
                  progress: bool = True):
     """Train a fresh VAE of `setup.spec` on `images` (in [-1, 1]) with L1 + kl_weight * KL on posterior
     samples (AdamW, cosine lr); returns it frozen in eval mode, and its training stats."""
-    from tqdm.auto import trange
-
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     vae = build_vae(setup.spec, in_channels=setup.in_channels)

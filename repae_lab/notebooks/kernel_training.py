@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 from .. import rundir
 from ..config import ConfigError, resolve_config
+from ..data import DatasetError
+from ..jobs.runs import ensure_run, run_action
 from ..rundir import RunError
 from .output import figure_bundle, record_runs
 from .params import NotebookError
@@ -140,6 +142,8 @@ class ProgressPrinter:
 
     # -- the live curves (in a kernel only) -------------------------------------------------------------------
     def _start_figure(self) -> None:
+        # IPython and plotly (through views.figures) are imported only where the live curves are drawn: training
+        # from a notebook under torchrun or papermill needs neither
         try:
             from IPython import get_ipython
             from IPython.display import HTML, display
@@ -232,10 +236,6 @@ def train_run(preset: str, recipe: str, out: str | Path, overrides: dict[str, An
     every machine with its node_rank and machine 0's rdzv_endpoint; the run directory must be on a shared
     filesystem) and follows the metrics log until it ends. Errors in the input stop with one line
     (NotebookError). Records the run directory for run-notebook's summary."""
-    from ..jobs.runs import ensure_run, run_action
-
-    from ..data import DatasetError
-
     stops = (ConfigError, RunError, DatasetError)       # bad input: one line, not a traceback from the loop
     run = Path(out)
     overrides = dict(overrides or {})

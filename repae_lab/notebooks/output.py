@@ -17,6 +17,8 @@ RECORD_MIME = "application/vnd.repae-lab.record+json"
 RENDERER = "repae_lab_offline"
 
 
+# plotly and IPython (the optional notebook extra) are imported inside the functions that draw: reading records
+# back (run-notebook, sweep) works without them
 def _offline_renderer():
     """Figures as HTML that draws with the copy of plotly.js setup() embedded (plotly's "notebook" renderer
     without the MathJax script tag it adds to every figure, which points at a CDN)."""

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import yaml
+
 # the first line of the cell papermill injects with the values it was given
 INJECTED_HEADER = "# Parameters"
 
@@ -191,7 +193,7 @@ TYPE_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "list": list
 def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
     """{name: {"type": type or None, "default": value, "help": text}} from the notebook's parameters cell
     (papermill's inspection; the type from the annotation, else from the literal default)."""
-    import papermill as pm
+    import papermill as pm    # the optional notebook extra; a notebook's own check() runs without it
 
     path = Path(notebook)
     if not path.is_file():
@@ -221,7 +223,6 @@ def parse_value(text: str, expected: type | None) -> Any:
     (40 -> int, 1.5 -> float, true -> bool, [a, b] -> list, {k: v} -> dict)."""
     if expected is str:
         return text
-    import yaml
 
     try:
         return yaml.safe_load(text) if text.strip() else text

@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 from .output import read_records
-from .params import ParameterError, check_types, notebook_parameters
+from .params import ParameterError, check_types, notebook_parameters, parse_value
 
 SUMMARY = "summary.json"
 LOG = "log.txt"
@@ -44,6 +46,8 @@ def default_parameters(parameters: Mapping[str, dict[str, Any]], given: Mapping[
 def export_html(executed: str | Path, html: str | Path) -> Path:
     """An HTML page of an executed notebook that renders offline: JupyterLab's look, without the template's
     CDN scripts (require.js, MathJax, the widget renderer); plotly figures come with the notebook."""
+    # papermill, nbformat, nbconvert and its jinja2 are the optional notebook extra: imported where a notebook is
+    # run or exported, so `repae-lab --help` and the other commands start without them
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
@@ -166,12 +170,8 @@ def parse_parameter_args(pairs: list[list[str]] | None, yaml_text: str | None,
                          declared: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     """-p KEY VALUE pairs (read by the type the notebook declares, params.parse_value) and a -y YAML
     mapping (later -p win)."""
-    from .params import parse_value
-
     values: dict[str, Any] = {}
     if yaml_text:
-        import yaml
-
         try:
             loaded = yaml.safe_load(yaml_text)
         except yaml.YAMLError as err:

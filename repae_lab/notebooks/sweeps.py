@@ -14,6 +14,7 @@ from __future__ import annotations
 import html as html_lib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import time
@@ -191,8 +192,6 @@ def run_sweep(notebook: str | Path, out: str | Path, grid: Mapping[str, list], f
         for i, (name, values, folder, given) in enumerate(todo, 1):
             finish(name, values, _run_one(notebook, folder, given, kernel, html), i)
     else:
-        import multiprocessing
-
         # processes, not threads: papermill changes the working directory of the process it runs in
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_run_one, notebook, folder, given, kernel, html): (name, values)

@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import config_from_dict
+from ..data import load_dataset
+from ..models.target_encoders import build_target_encoder
+
 SIT_PREFIX = "sit_tokens_t"
 
 
@@ -75,10 +79,6 @@ def encoder_target_features(run, latent_size: int, batch_size: int = 256) -> np.
     (dataset, seed, grid), so this gives exactly the targets a REPA run on the same data would have stored.
     Raises ProbeError when the encoder or the data cannot be loaded here (e.g. DINOv2 weights offline).
     """
-    from ..config import config_from_dict
-    from ..data import load_dataset
-    from ..models.target_encoders import build_target_encoder
-
     run = Path(run)
     try:
         cfg = config_from_dict(json.loads((run / "config.json").read_text()))

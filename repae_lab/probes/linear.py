@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 DEFAULT_TEST_FRACTION = 0.25
 DEFAULT_FOLDS = 4
@@ -85,9 +86,9 @@ def linear_probe_accuracy(features, labels, split=None, *, C: float = 1.0, max_i
     Standardisation (train-split mean / std) makes the L2 penalty C mean the same thing whatever the
     feature scale, so a latent that merely shrank (e2e collapse) is not penalised for its scale alone.
     """
+    # scikit-learn is imported here, not at the top: it would add ~0.8 s to every start of the repae-lab command
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
 
     x, y, train, test = _prepare(features, labels, split)
     mu = x[train].mean(axis=0)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from .. import rundir
 from ..rundir import layout
 from . import pca
+from .umap_probe import trajectory_steps
 
 PROBE_DIR = "probes"
 
@@ -22,8 +24,6 @@ def step_name(step: int) -> str:
 
 def read_tensors(path: Path, keys=None) -> tuple[dict[str, torch.Tensor], dict]:
     """Selected tensors of a safetensors file (all when keys is None), and its metadata; ({}, {}) if unreadable."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -82,8 +82,6 @@ class RunProbes:
         moves = {}
         aligned = self.aligned_umap()
         if len(aligned) >= 2:
-            from .umap_probe import trajectory_steps
-
             steps = sorted(aligned)
             per_step = trajectory_steps([aligned[s] for s in steps]).mean(axis=1)
             moves = dict(zip(steps[1:], per_step.tolist()))

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from .. import rundir
 from ..rundir import layout
@@ -32,6 +33,7 @@ from .results import PROBE_DIR, RunProbes, load_probes, read_tensors, step_name
 from .settings import PROBE_VERSION, ProbeSettings, digest
 from .snapshot_probes import probe_snapshot, rgb_uint8
 from .threads import single_threaded
+from .umap_probe import aligned_umap
 
 
 
@@ -60,8 +62,6 @@ def check_run(run) -> Path:
 
 def _snapshot_keys(path: Path) -> tuple[list[str], tuple]:
     """Tensor names of a snapshot and its latents' shape, without loading the tensors."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
         shape = tuple(f.get_slice("latents").get_shape()) if "latents" in keys else ()
@@ -172,8 +172,6 @@ def aligned_subset(steps: list[int], max_steps: int) -> list[int]:
 
 
 def _update_aligned_umap(run: Path, snapshots, settings: ProbeSettings, recompute: bool, log) -> None:
-    from .umap_probe import aligned_umap
-
     chosen = set(aligned_subset([s for s, _ in snapshots], settings.aligned_max_steps))
     subset = [(s, p) for s, p in snapshots if s in chosen]
     path = run / PROBE_DIR / "aligned_umap.safetensors"

@@ -12,6 +12,7 @@ from .features import ProbeError, snapshot_features
 from .latent_stats import latent_statistics
 from .settings import ProbeSettings
 from .threads import single_threaded
+from .umap_probe import umap_embedding
 
 
 @dataclass
@@ -76,8 +77,6 @@ def _probe_snapshot(tensors, info, settings: ProbeSettings, target, basis) -> Sn
 
     arrays: dict[str, np.ndarray] = {}
     if settings.umap:
-        from .umap_probe import umap_embedding
-
         for name in settings.umap_features:
             if name in feats:
                 arrays[f"umap/{name}"] = timed("umap", umap_embedding, feats[name], n_neighbors=settings.umap_neighbors,

@@ -7,18 +7,16 @@ one. One thread is never much slower for problems this size and avoids that clif
 """
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 import torch
+from threadpoolctl import threadpool_limits
 
 
 @contextmanager
 def single_threaded():
     """torch, BLAS/OpenMP (via threadpoolctl) and, if loaded, numba limited to one thread; restored on exit."""
-    import sys
-
-    from threadpoolctl import threadpool_limits
-
     torch_threads = torch.get_num_threads()
     numba = sys.modules.get("numba")      # only touch numba if something already imported it
     numba_threads = numba.get_num_threads() if numba is not None else None

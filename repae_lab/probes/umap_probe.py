@@ -6,11 +6,13 @@ follow one probe image through training we use AlignedUMAP: one embedding per st
 a penalty that keeps each image near its position at the neighbouring steps. The probe set is the same
 images in the same order at every step, so the relation between consecutive steps is the identity.
 
-umap-learn is imported lazily: importing it costs up to 15 s and its first fits in a process ~15 s (UMAP)
-plus ~13 s (AlignedUMAP) of numba compilation, which nothing else in the library should pay for.
+umap-learn (and numba, which comes with it) is imported lazily: importing it costs up to 15 s and its first
+fits in a process ~15 s (UMAP) plus ~13 s (AlignedUMAP) of numba compilation, which nothing else in the library
+should pay for.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from contextlib import contextmanager
 
@@ -104,8 +106,6 @@ def _aligned_epoch_kernel():
 
 
 def _make_aligned_driver(upstream):
-    import inspect
-
     import numba
 
     signature = inspect.signature(upstream)     # upstream's defaults (a, b, gamma, ...) stay authoritative

@@ -22,9 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..data import DATASETS, center_crop_adm, class_balanced_indices, load_dataset
 from ..data.datasets import IMAGE_EXTENSIONS
+from ..metrics.feature_spaces import build_feature_space, extract_features
+from ..metrics.frechet import frechet_distance_features
 from ..metrics.reconstruction import psnr, ssim
 from ..models.released.errors import ReleasedModelError
 from ..models.released.vae_loading import load_released_vae
@@ -72,8 +75,6 @@ class VAEComparison:
 
 def load_image_set(images, *, n: int = 64, seed: int = 0, dataset_resolution: int = 32) -> ImageSet:
     """A folder of images (labels from class subfolders, where there are two or more) or a dataset name."""
-    from PIL import Image
-
     path = Path(str(images)).expanduser()
     if not path.exists() and str(images) in DATASETS and str(images) != "imagefolder":
         ds = load_dataset(str(images), resolution=dataset_resolution)
@@ -170,8 +171,6 @@ def linear_probe(z: torch.Tensor, labels) -> float | None:
 
 
 def _rfd_space(rfd: str, image_set: ImageSet, weights, cache_dir, notes: list[str]):
-    from ..metrics.feature_spaces import build_feature_space
-
     if rfd == "none":
         return None
     if rfd == "auto":
@@ -197,9 +196,6 @@ def compare_vaes(vaes, images, out=None, *, n: int = 64, resolution: int | None 
                  device="cpu", rfd: str = "auto", rfd_weights=None, cache_dir=None, seed: int = 0,
                  dataset_resolution: int = 32) -> VAEComparison:
     """Every probe of every VAE on the same images; writes the table and figures to `out` when given."""
-    from ..metrics.frechet import frechet_distance_features
-    from ..metrics.feature_spaces import extract_features
-
     specs = list(vaes)
     if len(specs) < 1:
         raise ReleasedModelError("compare-vaes needs at least one --vae (two or more to compare).")

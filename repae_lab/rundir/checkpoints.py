@@ -3,7 +3,6 @@ renamed, with a manifest of sha256 sums so a reader can tell a complete checkpoi
 Tensors are safetensors (optimizer states included), everything else JSON: nothing is unpickled."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
+from .files import sha256_file
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -51,14 +51,6 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, prefix: str, tensors: dic
 # Checkpoints: one folder per step, written under a temporary name then renamed; a manifest of sha256 sums
 # lets a reader tell a complete checkpoint from a damaged one.
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
@@ -78,7 +70,7 @@ def save_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, torch.T
         for name, tensors in files.items():
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        manifest = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        manifest = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -105,7 +97,7 @@ def verify_checkpoint(path: Path) -> None:
         f = Path(path) / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint '{path}' is missing {name}")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise CheckpointError(f"checkpoint '{path}': {name} is damaged (checksum mismatch)")
 
 

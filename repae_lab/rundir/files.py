@@ -1,8 +1,10 @@
 """Writing and reading the files of a run directory so that a run killed at any instant leaves only complete
 files: everything is written under a temporary name and renamed into place; the metrics log is appended one
-whole line at a time and read back skipping a torn last line."""
+whole line at a time and read back skipping a torn last line; sha256_file hashes a file for manifests and
+provenance records."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -69,3 +71,12 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,4 +1,7 @@
-"""One writer per run directory: an exclusive flock on RUN/.lock."""
+"""One writer per run directory: an exclusive flock on RUN/.lock.
+
+fcntl is imported where a lock is taken, not at the top: it exists only on POSIX systems, and reading run
+directories (rundir imports this module) must work where it is missing."""
 from __future__ import annotations
 
 import os

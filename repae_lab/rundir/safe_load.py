@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
 from .errors import ArchitectureMismatch, CheckpointError
 
@@ -41,8 +42,6 @@ def load_weights_file(path: str | Path) -> Any:
     """A .safetensors file, or a torch file through load_torch_file: never an unsafe unpickling."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         if not path.is_file():
             raise CheckpointError(f"weights file '{path}' does not exist.")
         return load_file(str(path))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from .files import atomic_save_tensors
 
@@ -33,8 +34,6 @@ def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
 
 def load_snapshot(path: Path, keys: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A snapshot's tensors (only `keys`, when given: the rest is never read from disk) and its info."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         info = json.loads((f.metadata() or {}).get("info", "{}"))
         tensors = {k: f.get_tensor(k) for k in f.keys() if keys is None or k in keys}

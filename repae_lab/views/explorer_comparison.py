@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from .. import rundir
 from ..probes import ProbeSettings, image_pca_embeddings
 from ..probes.vae_comparison import ARRAYS, COMPARISON_JSON
-from .explorer_data import RunData
+from .explorer_data import RunData, maps_figure, scatter_figure
 
 # compare-vaes row key -> the probe key the explorer's table and curves use
 ROW_TO_PROBE = {"linear_probe": "linear/latents", "spatial_var": "spatial_var", "total_variation": "total_variation",
@@ -80,8 +80,6 @@ PCA_VIEW = "PCA of the latents (one frame for all steps)"
 def comparison_figures(entries: Sequence[RunData]) -> list:
     """The explorer's views of compared VAEs as static figures: the images in each VAE's latent PCA frame,
     coloured by class, and each VAE's PCA-RGB maps."""
-    from .explorer_data import maps_figure, scatter_figure
-
     scatter = scatter_figure(entries, PCA_VIEW, 0)
     scatter.update_layout(title="the same images in each VAE's latent space (PCA of the whole latents)")
     maps = maps_figure(entries, 0)

@@ -9,6 +9,7 @@ RunData(compute_missing=True), which calls probe_run once when an explorer is bu
 """
 from __future__ import annotations
 
+import base64
 import html
 import io
 from pathlib import Path
@@ -16,10 +17,13 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from .. import rundir
-from ..data.images import tile
+from ..config import config_from_dict
+from ..data import load_dataset
+from ..data.images import tile, to_uint8_images
 from ..probes import ProbeSettings, check_run, image_pca_embeddings, load_probes, probe_run
 from .figures import CLASS_COLOURS, RUN_COLOURS, image_panels, run_label
 
@@ -57,10 +61,6 @@ QUICK_DATASETS = ("digits", "fashion-mnist", "cifar10")
 def _probe_images(run: Path, indices) -> tuple[np.ndarray | None, list[str] | None]:
     """(probe images (N, H, W, 3) uint8, class names) from the run's dataset, or (None, None) where the dataset
     cannot be read here (a GPU host's ImageNet folder seen from a laptop): hover then shows labels only."""
-    from ..config import config_from_dict
-    from ..data import load_dataset
-    from ..data.images import to_uint8_images
-
     try:
         cfg = config_from_dict(rundir.read_json(run / "config.json"))
         dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root)
@@ -221,8 +221,6 @@ def scatter_columns(runs: Sequence[RunData], view: str, step: int) -> list[tuple
 def png_data_uri(image: np.ndarray) -> str:
     """An (H, W, 3) uint8 image as a PNG data URI: a go.Image `source`, which the browser shows as it is (a `z`
     array would be re-encoded pixel by pixel on every update)."""
-    import base64
-
     return "data:image/png;base64," + base64.b64encode(png_bytes(image, size=0)).decode()
 
 
@@ -320,8 +318,6 @@ def explorer_animation(runs: Sequence[RunData], view: str, steps: Sequence[int] 
 
 def png_bytes(image: np.ndarray, size: int = 96) -> bytes:
     """An (H, W, 3) uint8 image as PNG bytes, enlarged with nearest-neighbour so pixels stay sharp."""
-    from PIL import Image
-
     im = Image.fromarray(np.asarray(image, dtype=np.uint8))
     scale = max(1, size // max(im.size)) if size else 1
     if scale > 1:

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from .. import rundir
 from ..config import config_from_dict
+from ..data import load_dataset
 from ..data.images import tile, to_uint8_images
 from ..rundir import RunError
 from .figures import RUN_COLOURS, run_label
@@ -77,8 +78,6 @@ class GalleryRun:
 
 def load_gallery_run(run: str | Path) -> GalleryRun:
     """A run's gallery: the probe images that its snapshots reconstruct, loaded from its dataset."""
-    from ..data import load_dataset
-
     run = rundir.check_run_dir(run, "a run directory written by `repae-lab train --out`")
     snapshots = dict(rundir.list_snapshots(run))
     if not snapshots:

@@ -21,11 +21,13 @@ from plotly.subplots import make_subplots
 
 from .. import rundir
 from ..data.images import image_grid, images_to_uint8
+from ..data.loaders import FASHION_MNIST_CLASSES
 from ..models.from_run import LoadedRun, load_for_sampling
 from ..models.modes import frozen_eval
 from ..models.vae import decode
 from ..rundir import layout
 from ..sampling import SamplingError, SamplingSpec, class_balanced_labels, generate_images
+from .figures import run_label
 
 KNOWN_CLASS_NAMES = {"digits": [str(d) for d in range(10)]}
 
@@ -38,7 +40,6 @@ def class_names(run: str | Path) -> list[str]:
     n = int(sit.get("num_classes") or config.get("num_classes") or 0)
     dataset = config.get("dataset")
     if dataset == "fashion-mnist":
-        from ..data.loaders import FASHION_MNIST_CLASSES
         names = list(FASHION_MNIST_CLASSES)
     else:
         names = KNOWN_CLASS_NAMES.get(dataset, [])
@@ -162,7 +163,6 @@ def draw_samples(loaded: LoadedRun, settings: DrawSettings = DrawSettings(), *,
 
 
 def _label(draw: Draw) -> str:
-    from .figures import run_label
     return f"{run_label(draw.run)} @ step {draw.step}"
 
 

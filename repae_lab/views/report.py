@@ -14,10 +14,12 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
+from PIL import Image
 
 from .. import rundir
 from ..probes import load_probes
 from .figures import RUN_COLOURS, image_panels, run_label, training_curves
+from .run_summary import snapshot_images
 
 # (probe-cache scalar or metrics-log key, panel title): the latent collapse and the alignment, over steps
 STORY_PANELS = (("latent/spatial_var", "latent spatial variance (REPA-E Table 1)"),
@@ -27,8 +29,6 @@ STORY_PANELS = (("latent/spatial_var", "latent spatial variance (REPA-E Table 1)
 
 
 def _png(array: np.ndarray) -> str:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -62,8 +62,6 @@ def pca_rgb_figure(runs: Sequence[Path], images: int = 12) -> go.Figure | None:
 
 
 def reconstruction_figure(runs: Sequence[Path], images: int = 8) -> go.Figure | None:
-    from .run_summary import snapshot_images
-
     panels = []
     for run in runs:
         shown = snapshot_images(run)
@@ -76,8 +74,6 @@ def reconstruction_figure(runs: Sequence[Path], images: int = 8) -> go.Figure | 
 
 def sample_grids(runs: Sequence[Path]) -> list[tuple[str, str]]:
     """(caption, PNG data URI) of each run's newest sample grid in RUN/eval/."""
-    from PIL import Image
-
     out = []
     for run in runs:
         pngs = sorted((Path(run) / "eval").glob("step-*-n*.png"))

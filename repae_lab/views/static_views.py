@@ -13,10 +13,12 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from .. import rundir
 from ..data.images import tile
+from ..probes import image_pca_embeddings
 from .figures import class_colours, run_label
 
 
@@ -31,8 +33,6 @@ def evenly_spaced(steps: Sequence[int], most: int) -> list[int]:
 
 def png_source(image: np.ndarray) -> str:
     """A uint8 (H, W, 3) image as a PNG data URI (go.Image(source=...)): far smaller than its pixel array."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -48,8 +48,6 @@ def latent_steps_figure(probes: Sequence, *, images: int = 16, max_steps: int = 
     for all steps, so a collapsing latent visibly shrinks) above the PCA-RGB maps of the first `images`, with a
     step slider over (at most `max_steps` of) the snapshots. `probes`: RunProbes (repae_lab.probes.load_probes
     or probe_run)."""
-    from ..probes import image_pca_embeddings
-
     probes = list(probes)
     if not probes:
         raise ValueError("latent_steps_figure needs at least one run's probes.")

@@ -19,14 +19,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config import config_from_dict, resolve_config
 from ..jobs.launch import train
 from ..jobs.runs import ensure_run, run_is_complete
-from ..config import config_from_dict, resolve_config
+from ..models.export import export_vae
 from ..models.trained_cache import default_cache_dir
 from ..probes import load_probes, probe_run
 from ..rundir import RunError, list_snapshots, read_json
 from .live import LiveView
-from .runs import COMMON, KIT_RUNS, PRESET, PROBES, SETUP_SECONDS, describe
+from .runs import COMMON, KIT_RUNS, PRESET, PROBES, SETUP_SECONDS, describe, estimate_seconds
 
 EXPORT_MARK = "repae_lab_export.json"      # written last by models.export.export_vae
 
@@ -133,8 +134,6 @@ class Kit:
 
     def e2e_vae(self, source: str = "repa-e") -> Path:
         """The E2E-VAE exported from kit run `source` (`repae-lab export-vae`), exported once."""
-        from ..models.export import export_vae
-
         name = f"e2e-vae-{self.folder(source)}"
         for place in self._places():
             if (place / name / EXPORT_MARK).is_file():
@@ -197,6 +196,4 @@ def prepare(out: str | Path | None = None, overrides: dict[str, Any] | None = No
 
 
 def _seconds(kit: Kit, name: str) -> float:
-    from .runs import estimate_seconds
-
     return 0.0 if kit.find(name) is not None else estimate_seconds(name, kit.overrides)

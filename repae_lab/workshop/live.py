@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 
 def _display(obj) -> None:
-    try:
+    try:     # IPython only where there is a kernel to show the view in
         from IPython.display import display
     except ImportError:                      # outside IPython nothing is shown; training goes on
         return

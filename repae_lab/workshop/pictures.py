@@ -7,6 +7,7 @@ most a few seconds on a laptop CPU.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,13 +17,19 @@ import torch
 import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
-from ..views.figures import RUN_COLOURS, image_panels, run_label
+from .. import rundir
 from ..data import class_balanced_indices, load_dataset
 from ..data.images import to_uint8_images
 from ..losses import interpolate as library_interpolate
 from ..models.from_run import load_for_sampling
 from ..models.modes import frozen_eval
+from ..models.sit import sit_config
+from ..models.target_encoders import build_target_encoder
 from ..models.vae import decode, encode
+from ..sampling import SamplingSpec, class_balanced_labels, generate_images, sample_loaded
+from ..training.flops import sit_flops
+from ..training.networks import token_grid
+from ..views.figures import RUN_COLOURS, image_panels, run_label
 
 
 def _probe_images(loaded, n: int, seed: int = 0):
@@ -65,9 +72,6 @@ def image_and_latent(run: str | Path, n: int = 6) -> go.Figure:
 def sizes_table(run: str | Path) -> str:
     """What a latent saves: numbers per image, SiT tokens and SiT forward GFLOPs, in pixels and in the latent,
     for this run and for the paper's ImageNet-256 setting (SD-VAE f8c4, SiT-XL/2)."""
-    from ..models.sit import sit_config
-    from ..training.flops import sit_flops
-
     loaded = load_for_sampling(run, device="cpu")
     s = loaded.ema.cfg
     res, img_c = loaded.cfg.resolution, loaded.vae.config.in_channels
@@ -137,8 +141,6 @@ def predictions(run: str | Path, ts: Sequence[float] = (0.25, 0.5, 0.75, 0.95), 
 def sampling_path(run: str | Path, n: int = 6, steps: int = 10, shown: int = 6, seed: int = 0) -> go.Figure:
     """Sampling as integration of the velocity from t = 1 to 0 (Heun): the current estimate of the clean
     image at a few of the sampler's steps, for n class-balanced labels."""
-    from ..sampling import SamplingSpec, class_balanced_labels, generate_images
-
     loaded = load_for_sampling(run, device="cpu")
     sit, vae = loaded.ema, loaded.vae
     seen: list[tuple[float, torch.Tensor]] = []
@@ -158,9 +160,6 @@ def sampling_path(run: str | Path, n: int = 6, steps: int = 10, shown: int = 6, 
 def token_alignment(runs: Sequence[str | Path], n: int = 6, t: float = 0.5, seed: int = 0) -> go.Figure:
     """cos(projected SiT token, target-encoder token) at every token position, one grey map per image (white
     = aligned, black = opposite), for each run; the title gives the mean, i.e. minus the REPA loss."""
-    from ..models.target_encoders import build_target_encoder
-    from ..training.networks import token_grid
-
     panels = []
     for run in runs:
         loaded = load_for_sampling(run, device="cpu")
@@ -220,8 +219,6 @@ def latent_maps(probes_list, n: int = 12) -> go.Figure:
 @torch.no_grad()
 def samples(runs: Sequence[str | Path], n: int = 20, steps: int = 10, seed: int = 0) -> go.Figure:
     """n class-balanced samples of each run's EMA SiT (Heun, `steps` steps, no guidance), side by side."""
-    from ..sampling import SamplingSpec, sample_loaded
-
     panels = []
     for run in runs:
         images, _ = sample_loaded(load_for_sampling(run, device="cpu"), n, SamplingSpec(sampler="heun", steps=steps,
@@ -232,24 +229,19 @@ def samples(runs: Sequence[str | Path], n: int = 20, steps: int = 10, seed: int 
 
 def reconstructions(runs: Sequence[str | Path], n: int = 8) -> go.Figure:
     """The VAE's reconstructions of the same probe images at the first and the last snapshot of each run."""
-    from .. import rundir
-    from ..data.images import to_uint8_images as uint8
-
     panels = []
     for run in runs:
         snaps = rundir.list_snapshots(run)
         pair = []
         for _, path in (snaps[0], snaps[-1]):
             tensors, _ = rundir.load_snapshot(path, keys=("recons",))
-            pair.append(uint8(tensors["recons"][:n].float()))
+            pair.append(to_uint8_images(tensors["recons"][:n].float()))
         panels.append((f"{run_label(run)}: step {snaps[0][0]} / {snaps[-1][0]}", np.concatenate(pair)))
     return image_panels(panels, cols=n, title="reconstructions: first snapshot (top), last (bottom)")
 
 
 def exported_latent_stats(vae_dir: str | Path) -> str:
     """The E2E-VAE's latents_mean / latents_std (its config.json) per channel, as an HTML table."""
-    import json
-
     config = json.loads((Path(vae_dir) / "config.json").read_text())
     mean, std = config.get("latents_mean") or [], config.get("latents_std") or []
     head = "<tr><th>channel</th>" + "".join(f"<th>{c}</th>" for c in range(len(mean))) + "</tr>"

@@ -279,7 +279,7 @@ def routing_gradients(vae_update_loss: Callable, sit_update_loss: Callable, *, s
 
 def routing_figure(vae_update_loss: Callable, sit_update_loss: Callable):
     """A heat map: rows the updates, columns the parts of the networks, colour the gradient's norm (0 = frozen)."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go     # the notebook extra: the checkers themselves run without it
 
     grads = routing_gradients(vae_update_loss, sit_update_loss)
     rows = list(grads)

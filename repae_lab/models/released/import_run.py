@@ -14,7 +14,6 @@ states are not imported.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..from_run import write_sit_config
-from ...rundir import atomic_write_text, save_checkpoint
+from ...rundir import atomic_write_text, save_checkpoint, sha256_file
 from .errors import ReleasedModelError
 from .latents_stats import SD_VAE_SCALE, bn_buffers, load_latents_stats, stats_from_bn
 from .run_config import describe_as_config
@@ -30,16 +29,6 @@ from .sit_checkpoint import describe, load_sit_checkpoint
 from .vae_loading import load_released_vae, with_latent_stats
 
 IMPORTED_FILE = "imported.json"
-
-
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _set_latent_stats(sits, mean, std) -> None:
@@ -86,13 +75,15 @@ def import_checkpoint(src, out, *, vae=None, latents_stats=None, num_heads: int 
         the_vae = with_latent_stats(the_vae, mean, std)
     cfg, cfg_notes = describe_as_config(ck, the_vae, vae_spec=str(vae) if vae is not None else None)
     step = int(ck.step or 0)
+    source = Path(ck.source)
     record = {
-        "source": str(src), "resolved": ck.source, "source_sha256": _sha256(Path(ck.source)), "kind": ck.kind,
+        "source": str(src), "resolved": ck.source, "source_sha256": sha256_file(source) if source.is_file() else None,
+        "kind": ck.kind,
         "step": step, "sit": describe(ck), "vae_source": str(vae) if vae is not None else "the checkpoint",
         "latents_stats_source": str(latents_stats) if latents_stats is not None else None,
         "fixed_scale": ck.fixed_scale, "sit_latents_mean": mean.tolist(), "sit_latents_std": std.tolist(),
         "args": ck.args, "notes": notes + cfg_notes, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "importer": "repae_lab.released.import_checkpoint",
+        "importer": "repae_lab.models.released.import_checkpoint",
     }
     files = {"sit": ck.model.state_dict(), "ema": ck.ema.state_dict(), "vae": the_vae.state_dict()}
     if ck.discriminator is not None:

@@ -30,11 +30,13 @@ from pathlib import Path
 
 import torch
 
-from ..sit import SIT_SIZES, SiT, SiTConfig
 from ...rundir.safe_load import state_dict_mismatch
+from ..sit import SIT_SIZES, SiT, SiTConfig
+from .discriminator import load_released_discriminator
 from .errors import ReleasedModelError, mismatch_message
 from .latents_stats import BN_EPS, SD_VAE_SCALE, fixed_scale_buffers, stats_from_bn
 from .sources import find_weights_file, is_state_dict, locate, read_weights, strip_prefixes
+from .vae_loading import vae_from_state, with_latent_stats
 
 DEFAULT_ALIGNMENT_DEPTH = 8
 _MODEL_NAME = re.compile(r"SiT-(S|B|L|XL)/(\d+)$")
@@ -202,9 +204,6 @@ def load_sit_checkpoint(src, *, num_heads: int | None = None, num_classes: int |
                         cache_dir=None) -> ReleasedCheckpoint:
     """One call: an official training checkpoint or a SiT state dict (file, folder, hub spec, or loaded dict)
     -> EMA SiT, raw SiT, the bundled VAE (LDM layout converted to diffusers) and discriminator, latent stats."""
-    from .discriminator import load_released_discriminator
-    from .vae_loading import vae_from_state, with_latent_stats
-
     if isinstance(src, dict):
         obj, source = src, "<in-memory checkpoint>"
     else:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download, snapshot_download
+from safetensors.torch import load_file
 
 from ...rundir.safe_load import CheckpointError, load_torch_file
 from .errors import ReleasedModelError, one_line
@@ -44,8 +46,6 @@ def locate(spec, *, cache_dir=None, allow_patterns=None) -> Path:
                                  f"REPA-E/e2e-sdvae-hf (or REPA-E/sit-repae-sdvae:checkpoints/0400000.pt for one file).")
     repo, _, inner = text.partition(":")
     try:
-        from huggingface_hub import hf_hub_download, snapshot_download
-
         if inner:
             return Path(hf_hub_download(repo, inner, cache_dir=cache_dir, local_files_only=offline()))
         return Path(snapshot_download(repo, cache_dir=cache_dir, local_files_only=offline(),
@@ -64,8 +64,6 @@ def read_weights(path) -> Any:
     if not path.is_file():
         raise ReleasedModelError(f"'{path}' is not a file; pass a .safetensors / .pt / .ckpt / .bin weights file.")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as err:

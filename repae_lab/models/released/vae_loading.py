@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
+from ...rundir import latest_good_checkpoint, load_checkpoint
 from ...rundir.safe_load import state_dict_mismatch
 from .errors import ReleasedModelError, mismatch_message
 from .latents_stats import load_latents_stats, stats_from_bn, stats_path_for
@@ -100,8 +101,6 @@ def _diffusers_folder(folder: Path) -> AutoencoderKL:
 
 
 def _run_directory(run: Path) -> AutoencoderKL:
-    from ...rundir import latest_good_checkpoint, load_checkpoint
-
     ckpt = latest_good_checkpoint(run, warn=lambda _msg: None)
     if ckpt is None:
         raise ReleasedModelError(f"run '{run}' has no complete checkpoint; train it longer or pass another VAE.")
