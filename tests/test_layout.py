@@ -1,5 +1,6 @@
-"""The library's structure (DESIGN.md layers): no import circle, no arrow up a layer, no UI in the library, and
-run directories written before the restructure still load."""
+"""The library's structure (DESIGN.md layers): no import circle, no arrow up a layer, no UI in the library, folders
+that list their modules, a command line that starts without the optional packages, and run directories written
+before the restructure still load."""
 from __future__ import annotations
 
 import ast
@@ -31,6 +32,11 @@ LAYERS = {
     "__main__": 11,
 }
 UI_MODULES = ("ipywidgets", "widgets", "anywidget")
+# folders whose __init__.py docstring names each of their modules at the start of a line of its own
+LISTED_FOLDERS = ("models/released", "jobs", "views", "notebooks", "experiments", "commands")
+# what the command line must start without: the notebook extra and heavy optional packages (imported where used)
+OPTIONAL_PACKAGES = ("plotly", "papermill", "nbformat", "nbconvert", "IPython", "matplotlib", "umap", "numba",
+                     "lpips", "timm", "torch_fidelity")
 
 
 def _modules() -> dict[str, Path]:
@@ -105,6 +111,36 @@ def test_no_module_imports_from_a_layer_above_its_own():
             if own is not None and theirs is not None and theirs > own:
                 upward.append(f"{m} (layer {own}) imports {target} (layer {theirs})")
     assert not upward, "arrows up a layer:\n" + "\n".join(sorted(upward))
+
+
+def test_released_model_loaders_import_only_config_models_and_rundir():
+    """models/released sits in layer 1 because it fills the models and reads files, nothing more."""
+    modules = _modules()
+    allowed = ("repae_lab.config", "repae_lab.models", "repae_lab.rundir")
+    wrong = [f"{m} imports {t}" for m in modules if m.startswith("repae_lab.models.released")
+             for t in _imports(m, modules[m], modules) if t != "repae_lab" and not t.startswith(allowed)]
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("folder", LISTED_FOLDERS)
+def test_a_folders_init_lists_its_modules_one_line_each(folder):
+    package = LIB / folder
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+    first_words = [line.split()[0] for line in doc.splitlines() if line.split()]
+    modules = sorted(p.name for p in package.glob("*.py") if p.name != "__init__.py")
+    unlisted = [m for m in modules if first_words.count(m) != 1]
+    assert not unlisted, (f"repae_lab/{folder}/__init__.py's docstring must name each module once, at the start of "
+                          f"a line that says what it does; missing or repeated: {unlisted}")
+
+
+def test_the_command_line_starts_without_the_optional_packages():
+    """`repae-lab --help`, `presets` and the training commands need none of the notebook extra (a GPU host that
+    only trains may not have it): the modules that need it import it where it is used."""
+    code = ("import sys, repae_lab.commands\n"
+            f"print(sorted(k for k in sys.modules if k.split('.')[0] in {OPTIONAL_PACKAGES!r}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_the_training_loop_does_not_import_evaluation():

@@ -2,8 +2,8 @@
 
 Every builder takes run directories or probe results and returns a `plotly.graph_objects.Figure`; the
 widgets wrap the same figures in FigureWidgets and update their data in place. Nothing here imports
-ipywidgets, and nothing in the rest of the library imports this module, so a GPU host that only trains
-needs no plotly.
+ipywidgets, and nothing below this layer imports this module (tests/test_layout.py checks that the command line
+starts without plotly), so a GPU host that only trains needs no plotly.
 """
 from __future__ import annotations
 
