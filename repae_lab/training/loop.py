@@ -31,7 +31,7 @@ from .optim import to_device
 from .snapshots import take_snapshot
 from .state import TrainState, build_state
 from .step import train_step
-from .summary import write_summary
+from .summary import SKIP_PREFIX, write_summary
 
 PROGRESS_KEYS = ("loss/diffusion", "loss/repa", "loss/repa_vae", "loss/l1", "latent/spatial_var")
 
@@ -271,9 +271,11 @@ def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
 
 
 def _flush(run: Path, step: int, window: list[dict[str, float]], t_start: float) -> dict[str, float]:
-    """One metrics-log line: the means of the interval's steps."""
-    means = {k: sum(m[k] for m in window if k in m) / sum(1 for m in window if k in m)
-             for k in {k for m in window for k in m}}
+    """One metrics-log line: the means of the interval's steps, and for `skipped/*` the count of updates fp16's
+    scaler skipped in it (the summary adds them up)."""
+    keys = {k for m in window for k in m}
+    means = {k: sum(m[k] for m in window if k in m) / (1 if k.startswith(SKIP_PREFIX) else sum(1 for m in window if k in m))
+             for k in keys}
     record = {"step": step, "time": round(time.time() - t_start, 3), **{k: means[k] for k in sorted(means)}}
     rundir.append_jsonl(run / layout.METRICS, record)
     return means
