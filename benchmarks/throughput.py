@@ -379,7 +379,7 @@ def _top_kernels(range_event, n: int, on_gpu: bool) -> list[str]:
 
 def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: float | None) -> dict:
     mem_kind = reset_peak_memory(device)
-    row = dict(size=size, recipe=kind, batch=batch, precision=args.precision)
+    row = dict(size=size, recipe=kind, batch=batch, precision=args.precision, overrides=dict(args.overrides))
     build_on = flops_only_device(size, device) if args.flops_only else device
     state = None
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,8 @@ from repae_lab.training.networks import compile_repeated_blocks
 from repae_lab.training.optim import adamw, with_runtime_flags
 from repae_lab.training.state import build_state
 from repae_lab.training.step import train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def _batch(state, step=0):
@@ -181,3 +185,40 @@ def test_a_checkpoint_keeps_the_runtime_optimizer_flags(tiny_config):
     saved = [{**live.param_groups[0], "capturable": True, "fused": False, "lr": 5e-5}]
     merged = with_runtime_flags(saved, live)[0]
     assert merged["capturable"] is False and merged["fused"] is True and merged["lr"] == 5e-5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# low_precision_group_norm: the VAE's GroupNorms keep the autocast dtype (CUDA autocast would run them in fp32)
+
+def test_group_norm_in_the_autocast_dtype_is_group_norm_without_autocast():
+    from repae_lab.models.norms import AutocastDtypeGroupNorm, keep_autocast_dtype_in_group_norms
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(4, 8), torch.nn.SiLU())
+    x = torch.randn(2, 3, 12, 12)
+    plain = net(x)
+    keys = set(net.state_dict())
+    assert keep_autocast_dtype_in_group_norms(net) == 1 and isinstance(net[1], AutocastDtypeGroupNorm)
+    assert set(net.state_dict()) == keys
+    assert torch.equal(net(x), plain), "fp32, no autocast: exactly nn.GroupNorm"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = net(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), plain, rtol=3e-2, atol=3e-2)
+
+
+def test_low_precision_group_norm_halves_what_the_vae_keeps_in_float32():
+    """benchmarks/activation_memory.py counts the tensors saved for backward under CUDA's autocast policy; with the
+    switch, nothing of the VAE's passes is kept in float32 (the SD-VAE at 256 px: 61 -> 38 GB at batch 32)."""
+    import activation_memory
+
+    (_, today), (_, switched) = activation_memory.measure("workshop-16", 16, 32)
+    assert today["float32"] > 0 and switched.get("float32", 0) == 0
+    assert sum(switched.values()) < sum(today.values())
+
+
+def test_the_switch_changes_no_fp32_step(tiny_config):
+    plain = build_state(tiny_config("repa-e"), progress=False)
+    switched = build_state(tiny_config("repa-e", low_precision_group_norm=True), progress=False)
+    assert any(type(m).__name__ == "AutocastDtypeGroupNorm" for m in switched.nets.vae.modules())
+    assert _steps(plain, 2) == _steps(switched, 2)

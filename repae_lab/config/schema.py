@@ -67,6 +67,8 @@ class Config:
                                        # the REPA-E code does; minutes at SiT-XL). true = full, false = none.
     cuda_graphs: bool = False          # replay each training step as one CUDA graph (one GPU, no fp16): removes
                                        # the kernel-launch time that bounds small models (training/cuda_graphs.py)
+    low_precision_group_norm: bool = False  # the VAE's GroupNorms keep the autocast dtype (statistics still in fp32):
+                                       # about 40% less activation memory under bf16 (models/norms.py)
     channels_last: bool = False        # channels-last memory format for the convolutional networks (VAE,
                                        # discriminator, perceptual network)
     grad_accumulation: int = 1         # micro-batches per step (each process's share of batch_size is split)

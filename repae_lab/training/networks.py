@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..models.norms import keep_autocast_dtype_in_group_norms
 from ..models.sit import SiT, sit_config
 from ..models.vae import downsample_factor, encode, latent_channels
 from ..rundir import RunError
@@ -99,11 +100,14 @@ def compile_repeated_blocks(*modules) -> int:
 
 
 def apply_speed_switches(cfg: Config, sit: SiT, convnets, parallel=None, target=None):
-    """Activation checkpointing, channels-last convolutional networks (None entries are skipped) and
+    """Activation checkpointing, the VAE's GroupNorms in the autocast dtype (`convnets[0]` is the VAE),
+    channels-last convolutional networks (None entries are skipped) and
     torch.compile (`compile`: regional = each repeated block of the SiT, the convolutional networks and the
     target encoder; full = the SiT's whole training forward, as the REPA-E code compiles it). Returns the SiT's
     training forward: compiled, DDP-wrapped (`parallel`), or the SiT itself."""
     sit.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.low_precision_group_norm:
+        keep_autocast_dtype_in_group_norms(convnets[0])           # the VAE
     if cfg.channels_last:
         for module in convnets:
             if module is not None:
