@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 try:
     import torch
     import torch.nn as nn
+    from torch.profiler import record_function
     import timm
     import diffusers  # noqa: F401  (the VAE is diffusers' AutoencoderKL)
     from repae_lab.config import resolve_config
@@ -53,6 +54,7 @@ try:
     from repae_lab.config import routing
     from repae_lab.training.networks import apply_speed_switches, ema_copy, new_sit, token_grid
     from repae_lab.training.optim import make_optimizers, read_metrics, update_ema
+    from repae_lab.training.cuda_graphs import GraphedStep
     from repae_lab.training.state import Networks, TrainState, build_state
     from repae_lab.training.step import StepDraws, sit_update, train_step
 except ImportError as err:
@@ -221,11 +223,11 @@ def paper_state(cfg, device: torch.device, vae_arch: str) -> TrainState:
         sit.init_latent_stats(torch.zeros(channels), torch.ones(channels))
         ema = ema_copy(sit)
     optimizers = make_optimizers(cfg, route, sit, vae, disc, device)
-    forward = apply_speed_switches(cfg, sit, (vae, disc, perceptual))
+    forward = apply_speed_switches(cfg, sit, (vae, disc, perceptual), target=target)
     nets = Networks(vae=vae, sit=sit, ema=ema, discriminator=disc, target_encoder=target if route.uses_repa else None,
                     perceptual=perceptual)
     return TrainState(cfg=cfg, route=route, device=device, dataset=None, nets=nets, optimizers=optimizers,
-                      sit_forward=forward)
+                      sit_forward=forward, graphed_step=GraphedStep() if cfg.cuda_graphs else None)
 
 
 def make_state(size: str, kind: str, device: torch.device, precision: str, batch: int, overrides: dict) -> TrainState:
@@ -233,9 +235,10 @@ def make_state(size: str, kind: str, device: torch.device, precision: str, batch
     recipe = "repa" if kind == "repa-cached" else kind
     values = dict(overrides, device=str(device), mixed_precision=MIXED_PRECISION[precision], batch_size=batch)
     if vae_arch is None:
-        # encoder_steps=1: the workshop target encoder is trained (cached under a throwaway folder) only
-        # because build_state insists on one; its weights do not change the speed.
-        values = dict(dict(encoder_steps=1, probe_size=0, latent_stats_batches=1, cache_dir=_scratch_dir()), **values)
+        # encoder_steps=1 and no VAE pretraining: the workshop networks are trained (cached under a throwaway
+        # folder) only because build_state insists on them; their weights do not change the speed.
+        values = dict(dict(encoder_steps=1, vae_pretrain_steps=0, probe_size=0, latent_stats_batches=1,
+                           cache_dir=_scratch_dir()), **values)
         return build_state(resolve_config(preset, recipe=recipe, overrides=values), progress=False)
     values.setdefault("vae", vae_arch)            # the preset names a hub id; build the same architecture instead
     cfg = resolve_config(preset, recipe=recipe, overrides=values)
@@ -276,18 +279,19 @@ def synthetic_batch(state: TrainState, batch: int):
     return x, y, (mean, std, targets)
 
 
-def cached_repa_step(state: TrainState, y, cache, generator: torch.Generator) -> dict[str, float]:
-    """The repa recipe's SiT update alone, on cached latents and target features: the tail of
-    training.step.train_step (the step's draws from its generator, the same update, scaler and EMA), with a
-    fresh posterior sample from the cached mean and std each step (REPAE_FACTS section 6)."""
-    mean, std, targets = cache
-    draws = StepDraws.draw(mean.shape[1:], len(mean), generator, mean.device, state.cfg.class_dropout_prob)
-    z = mean + std * draws.eps
-    metrics = sit_update(state, z, y, draws, [targets])
-    if state.optimizers.scaler is not None:
-        state.optimizers.scaler.update()
-    update_ema(state.nets.ema, state.nets.sit, state.cfg.ema_decay)
-    return read_metrics(metrics)
+def cached_repa_body(targets: torch.Tensor):
+    """The repa recipe's SiT update alone, on cached latents and target features, as a step's device work (the
+    signature of training.step.step_on_device, so that it can be captured as a CUDA graph too): a fresh posterior
+    sample from the cached mean and std each step, the same update, scaler and EMA (REPAE_FACTS section 6)."""
+    def body(state: TrainState, x, y, draws: StepDraws, latents) -> dict[str, torch.Tensor]:
+        with record_function("repae/update3_sit"):
+            z = latents[0] + latents[1] * draws.eps
+            metrics = sit_update(state, z, y, draws, [targets])
+            if state.optimizers.scaler is not None:
+                state.optimizers.scaler.update()
+            update_ema(state.nets.ema, state.nets.sit, state.cfg.ema_decay)
+        return metrics
+    return body
 
 
 def _sync(device: torch.device) -> None:
@@ -295,36 +299,79 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(state: TrainState, kind: str, batch: int, steps: int, warmup: int) -> tuple[list[float], dict]:
-    """Seconds per step for `steps` steps after `warmup` untimed ones; and the last step's metrics."""
-    x, y, cache = synthetic_batch(state, batch)
-    times, metrics = [], {}
+def step_function(state: TrainState, kind: str, batch: int):
+    """A callable running one step of `kind` from a step generator, on one fixed synthetic batch."""
+    x, y, (mean, std, targets) = synthetic_batch(state, batch)
+    if kind != "repa-cached":
+        return lambda gen: train_step(state, x, y, gen)
+    body = cached_repa_body(targets)
+    device_work = GraphedStep(body) if state.cfg.cuda_graphs else body
+
+    def cached(gen):
+        draws = StepDraws.draw(mean.shape[1:], len(mean), gen, mean.device, state.cfg.class_dropout_prob)
+        return read_metrics(device_work(state, x, y, draws, (mean, std)))
+    return cached
+
+
+def time_steps(state: TrainState, kind: str, batch: int, steps: int, warmup: int, run=None) -> tuple[list[float], list[float], dict]:
+    """(seconds per step for `steps` steps after `warmup` untimed ones, the warm-up steps' seconds (the first
+    holds compilation), the last step's metrics)."""
+    run = run or step_function(state, kind, batch)
+    times, first, metrics = [], [], {}
     for i in range(warmup + steps):
         gen = torch.Generator().manual_seed(i)
         _sync(state.device)
         t0 = time.perf_counter()
-        if kind == "repa-cached":
-            metrics = cached_repa_step(state, y, cache, gen)
-        else:
-            metrics = train_step(state, x, y, gen)
+        metrics = run(gen)
         _sync(state.device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+        (times if i >= warmup else first).append(time.perf_counter() - t0)
         state.step += 1
-    return times, metrics
+    return times, first, metrics
 
 
-def profile_step(state: TrainState, kind: str, batch: int, top: int = 25) -> str:
-    """One more step under torch.profiler: the kernels that take the time, and how long the CPU spent
-    issuing them (if that is close to the step time, the step is launch-bound, not compute-bound)."""
+def _device_us(event) -> float:
+    """Kernel time under an event (torch renamed cuda_time_total to device_time_total)."""
+    return event.device_time_total if hasattr(event, "device_time_total") else getattr(event, "cuda_time_total", 0.0)
+
+
+def profile_step(state: TrainState, kind: str, batch: int, top: int = 25, run=None) -> str:
+    """One more step under torch.profiler: the time of each update (training/step.py marks them), the kernels
+    that take the time in each, and how long the CPU spent issuing them (if that is close to the step time, the
+    step is launch-bound, not compute-bound)."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if state.device.type == "cuda" else [])
+    on_gpu = state.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     _sync(state.device)
     with profile(activities=activities) as prof:
-        time_steps(state, kind, batch, steps=1, warmup=0)
-    key = "self_cuda_time_total" if state.device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)
+        time_steps(state, kind, batch, steps=1, warmup=0, run=run)
+    events = prof.events()
+    lines = [f"{'update':<22} {'CPU ms':>9} {'device ms':>10}"]
+    for e in events:
+        if e.name.startswith("repae/"):
+            lines.append(f"{e.name:<22} {e.cpu_time_total / 1e3:>9.1f} {_device_us(e) / 1e3:>10.1f}")
+    for e in events:
+        if e.name.startswith("repae/"):
+            lines += ["", f"top {top // 3} kernels of {e.name}:", *_top_kernels(e, top // 3, on_gpu)]
+    key = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+    lines += ["", "whole step:", prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)]
+    return "\n".join(lines)
+
+
+def _top_kernels(range_event, n: int, on_gpu: bool) -> list[str]:
+    """The kernels (on a GPU) or operators (on a CPU) under one marked range, by total time."""
+    totals: dict[str, float] = {}
+    stack = list(range_event.cpu_children)
+    while stack:
+        e = stack.pop()
+        stack.extend(e.cpu_children)
+        if on_gpu:
+            for k in getattr(e, "kernels", []):
+                totals[k.name] = totals.get(k.name, 0.0) + k.duration
+        elif not e.cpu_children:
+            totals[e.name] = totals.get(e.name, 0.0) + e.self_cpu_time_total
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:n]
+    return [f"  {us / 1e3:>8.2f} ms  {name[:90]}" for name, us in ranked]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -332,27 +379,29 @@ def profile_step(state: TrainState, kind: str, batch: int, top: int = 25) -> str
 
 def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: float | None) -> dict:
     mem_kind = reset_peak_memory(device)
-    row = dict(size=size, recipe=kind, batch=batch, precision=args.precision)
+    row = dict(size=size, recipe=kind, batch=batch, precision=args.precision, overrides=dict(args.overrides))
     build_on = flops_only_device(size, device) if args.flops_only else device
     state = None
     try:
-        overrides = dict(args.overrides, compile=bool(args.compile and not args.flops_only))
+        overrides = dict(args.overrides, compile=args.compile if not args.flops_only else "none",
+                         cuda_graphs=bool(args.cuda_graphs and not args.flops_only))
         state = make_state(size, kind, build_on, args.precision, batch, overrides)
         sf = step_flops(state.cfg, state_component_flops(state), kind)
         row.update(flops_per_image=sf.per_image, flops_per_step=sf.total(batch),
                    passes=[dataclasses.asdict(p) for p in sf.passes], breakdown=sf.table())
         if args.flops_only:
             return row
-        times, metrics = time_steps(state, kind, batch, args.steps, args.warmup)
+        run = step_function(state, kind, batch)
+        times, first, metrics = time_steps(state, kind, batch, args.steps, args.warmup, run)
         if args.profile:
-            row["profile"] = profile_step(state, kind, batch)
+            row["profile"] = profile_step(state, kind, batch, run=run)
     except torch.OutOfMemoryError:
         # report it and go on with the next configuration (a smaller batch may still fit)
         row.update(error="out of memory")
         return row
     finally:
         del state
-        if args.compile:
+        if args.compile != "none":
             # a fresh start for the next configuration: otherwise dynamo sees the same code with a new batch
             # size and recompiles it with dynamic shapes, which is not what a training run compiles
             torch._dynamo.reset()
@@ -360,7 +409,8 @@ def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: 
     step_s = statistics.median(times)
     tflops = sf.total(batch) / step_s / 1e12
     bad = [k for k, v in metrics.items() if v != v or abs(v) == float("inf")]
-    row.update(step_ms=step_s * 1e3, step_ms_all=[t * 1e3 for t in times], images_per_s=batch / step_s,
+    row.update(step_ms=step_s * 1e3, step_ms_all=[t * 1e3 for t in times], warmup_ms=[t * 1e3 for t in first],
+               compile=args.compile, cuda_graphs=args.cuda_graphs, images_per_s=batch / step_s,
                peak_memory_bytes=peak_memory(device), memory_measure=mem_kind, tflops=tflops,
                mfu=tflops / peak if peak else None, nonfinite_metrics=bad)
     return row
@@ -398,7 +448,10 @@ def parse_args(argv=None):
                    help="autocast dtype (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (needed on CPUs)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU (1 on a shared machine)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the SiT (the REPA-E code does)")
+    p.add_argument("--compile", nargs="?", const="regional", default="none", choices=("none", "regional", "full"),
+                   help="torch.compile: regional (each repeated block once; the default of a bare --compile) or full "
+                        "(the whole SiT forward, as the REPA-E code does)")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay each step as a CUDA graph (training/cuda_graphs.py)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every size")
     p.add_argument("--flops-only", action="store_true", help="print FLOP counts, time nothing")
     p.add_argument("--breakdown", action="store_true", help="print the pass-by-pass FLOPs of each configuration")
@@ -431,6 +484,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda but torch sees no GPU here; use --device cpu")
+    if args.cuda_graphs and device.type != "cuda":
+        sys.exit("--cuda-graphs needs --device cuda (CUDA graphs remove kernel-launch time; a CPU has none)")
     busy = ""
     if device.type == "cpu" and not args.threads and hasattr(os, "getloadavg"):
         load, cores = os.getloadavg()[0], os.cpu_count() or 1
@@ -451,7 +506,7 @@ def main(argv=None) -> int:
     command = "python " + " ".join(["benchmarks/throughput.py", *(sys.argv[1:] if argv is None else argv)])
     machine = dict(device=device_name, torch=torch.__version__, python=platform.python_version(),
                    threads=torch.get_num_threads(), cpus=os.cpu_count(), busy=busy.strip(" ()") or None,
-                   precision=args.precision, peak_tflops=peak, compile=args.compile)
+                   precision=args.precision, peak_tflops=peak, compile=args.compile, cuda_graphs=args.cuda_graphs)
     print(f"# {device_name}; torch {torch.__version__}; {torch.get_num_threads()} threads{busy}; precision "
           f"{args.precision}; peak {f'{peak:g} TFLOP/s' if peak else 'unknown (MFU n/a; pass --peak-tflops)'}")
     print(f"# command: {command}")

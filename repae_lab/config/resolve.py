@@ -24,8 +24,16 @@ def _suggest(word: str, choices) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+# values an earlier version wrote into config.json, and what they mean now
+LEGACY_VALUES = {"compile": {False: "none", True: "full", "false": "none", "true": "full"}}
+COMPILE_MODES = ("none", "regional", "full")
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn a value from the CLI, YAML or Python into the field's type, or say what was expected."""
+    legacy = LEGACY_VALUES.get(key, {})
+    if isinstance(value, (bool, str)) and (value.strip().lower() if isinstance(value, str) else value) in legacy:
+        value = legacy[value.strip().lower() if isinstance(value, str) else value]
     want = FIELD_TYPES[key]
     origin = typing.get_origin(want)
     args = typing.get_args(want)
@@ -104,6 +112,11 @@ def _check_ranges(cfg: Config) -> None:
     need(cfg.batch_size % cfg.grad_accumulation == 0,
          f"batch_size ({cfg.batch_size}) must divide into grad_accumulation ({cfg.grad_accumulation}) micro-batches.")
     need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, got '{cfg.mixed_precision}'.")
+    need(cfg.compile in COMPILE_MODES, f"compile must be one of {', '.join(COMPILE_MODES)} (true = full), got "
+         f"'{cfg.compile}'.{_suggest(cfg.compile, COMPILE_MODES)}")
+    need(not (cfg.cuda_graphs and cfg.mixed_precision == "fp16"),
+         "cuda_graphs=true works with mixed_precision no or bf16: fp16's gradient scaler decides on the host whether "
+         "each update runs. Use mixed_precision=bf16 or cuda_graphs=false.")
     need(cfg.perceptual in ("auto", "lpips", "workshop", "none"), f"perceptual must be auto, lpips, workshop or none, got '{cfg.perceptual}'.")
     need(not (cfg.cache_latents and routing(cfg).trains_vae),
          f"cache_latents only applies to frozen-VAE recipes ({', '.join(n for n, r in RECIPES.items() if not r.trains_vae)}): "

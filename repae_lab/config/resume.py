@@ -16,7 +16,7 @@ RESUME_SAFE_KEYS = frozenset({
     "eval_every", "eval_n", "eval_sampler", "eval_steps", "eval_cfg_scale", "eval_interval", "eval_space", "eval_inception_weights", "eval_dinov2_weights",
     "alarm_policy", "rollback_lr_factor", "max_rollbacks", "alarm_patience", "alarm_grad_norm_min",
     "alarm_disc_loss_min", "alarm_spatial_var_ratio",
-    "tf32", "cudnn_benchmark", "compile", "channels_last", "activation_checkpointing", "grad_accumulation",
+    "tf32", "cudnn_benchmark", "compile", "cuda_graphs", "low_precision_group_norm", "channels_last", "activation_checkpointing", "grad_accumulation",
     "mixed_precision", "num_workers", "device", "cache_dir",
 })
 

@@ -62,7 +62,13 @@ class Config:
     tf32: bool = True                  # TF32 matmuls / convolutions on Ampere+ GPUs
     cudnn_benchmark: bool = True       # let cuDNN time its convolution algorithms once (fixed shapes; GPU only);
                                        # off for GPU runs that must repeat bitwise
-    compile: bool = False              # torch.compile the SiT
+    compile: str = "none"              # none | regional (each repeated block compiled once: the SiT's blocks and the
+                                       # VAE's ResNet blocks; compiles in seconds) | full (the whole SiT forward, as
+                                       # the REPA-E code does; minutes at SiT-XL). true = full, false = none.
+    cuda_graphs: bool = False          # replay each training step as one CUDA graph (one GPU, no fp16): removes
+                                       # the kernel-launch time that bounds small models (training/cuda_graphs.py)
+    low_precision_group_norm: bool = False  # the VAE's GroupNorms keep the autocast dtype (statistics still in fp32):
+                                       # about 40% less activation memory under bf16 (models/norms.py)
     channels_last: bool = False        # channels-last memory format for the convolutional networks (VAE,
                                        # discriminator, perceptual network)
     grad_accumulation: int = 1         # micro-batches per step (each process's share of batch_size is split)

@@ -316,8 +316,10 @@ class SiT(nn.Module):
         zs: list[Tensor] = []
         for i, block in enumerate(self.blocks, start=1):
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                # recompute the block in backward instead of keeping its activations: memory for compute
-                x = torch.utils.checkpoint.checkpoint(block, x, c, use_reentrant=False)
+                # recompute the block in backward instead of keeping its activations: memory for compute. A
+                # block draws no random numbers, so there is no RNG state to replay (and reading it would stop
+                # a CUDA graph capture)
+                x = torch.utils.checkpoint.checkpoint(block, x, c, use_reentrant=False, preserve_rng_state=False)
             else:
                 x = block(x, c)  # (N, T, D)
             if i == cfg.alignment_depth and project:

@@ -6,6 +6,8 @@ Users report REPA-E runs that collapse late; each failure mode has a signature i
   gan_collapse     the discriminator's hinge loss stays about zero (it wins outright; the GAN term goes wild)
   latent_collapse  the latent's spatial variance falls below a fraction of its starting value (REPA-E Table 1's
                    failure: 17.06 -> 0.02 under naive end-to-end training)
+  fp16_overflow    fp16's gradient scaler skips an update step after step (a few skips at the start are normal:
+                   the scaler lowers its scale until gradients fit; skips that go on mean the gradients overflow)
 The sustained ones must hold for `alarm_patience` consecutive steps, so a single odd batch does not fire.
 What happens next is the run's `alarm_policy`: warn, stop, or roll back to the last good checkpoint with a
 lower learning rate.
@@ -15,6 +17,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+
+from .summary import SKIP_PREFIX
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,11 @@ class AlarmMonitor:
         bad = sorted(k for k, v in metrics.items() if k.startswith(("loss/", "grad_norm/")) and not math.isfinite(v))
         if self._sustained("nonfinite", bool(bad), patience=1):
             alarms.append(Alarm("nonfinite", step, f"non-finite values at step {step}: {', '.join(bad)}"))
+        skipped = sorted(k for k, v in metrics.items() if k.startswith(SKIP_PREFIX) and v)
+        if self._sustained("fp16_overflow", bool(skipped)):
+            alarms.append(Alarm("fp16_overflow", step, f"fp16's gradient scaler skipped {', '.join(skipped)} for "
+                                                       f"{cfg.alarm_patience} steps in a row: the gradients overflow "
+                                                       f"fp16 (try mixed_precision=bf16)"))
         for key in ("grad_norm/sit", "grad_norm/vae"):
             if key in metrics and self._sustained(key, metrics[key] < cfg.alarm_grad_norm_min):
                 alarms.append(Alarm("grad_collapse", step, f"{key} below {cfg.alarm_grad_norm_min:g} for "

@@ -11,6 +11,7 @@ import torch
 
 from .. import rundir
 from ..rundir.safe_load import load_state_dict_checked
+from .optim import with_runtime_flags
 
 
 def checkpoint_files(state) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
@@ -38,8 +39,12 @@ def restore_checkpoint(state, path: Path) -> None:
     if nets.discriminator is not None:
         load_state_dict_checked(nets.discriminator, files["discriminator"], "discriminator")
     for name, opt in state.optimizers.named().items():
-        rundir.optimizer_from_tensors(opt, name, files.get("optimizers", {}), meta["optimizers"][name])
+        saved = meta["optimizers"][name]
+        saved = {**saved, "param_groups": with_runtime_flags(saved["param_groups"], opt)}
+        rundir.optimizer_from_tensors(opt, name, files.get("optimizers", {}), saved)
     scaler = state.optimizers.scaler
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
     state.step = int(meta["step"])
+    if state.graphed_step is not None:      # the optimizers' state tensors were replaced: re-capture
+        state.graphed_step.reset()

@@ -31,7 +31,7 @@ from .optim import to_device
 from .snapshots import take_snapshot
 from .state import TrainState, build_state
 from .step import train_step
-from .summary import write_summary
+from .summary import SKIP_PREFIX, write_summary
 
 PROGRESS_KEYS = ("loss/diffusion", "loss/repa", "loss/repa_vae", "loss/l1", "latent/spatial_var")
 
@@ -176,6 +176,7 @@ def _check_environment(run: Path) -> None:
 
 
 def _warn(message: str) -> None:
+    """A line on stderr that does not break a progress bar or a notebook's output."""
     print(f"repae-lab: {message}", file=sys.stderr)
 
 
@@ -196,6 +197,8 @@ def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
 
 
 def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_start: float) -> None:
+    """Steps until cfg.steps, each reseeded from (seed, step) so that a resumed run continues bitwise; logs,
+    snapshots, checkpoints and evaluations at their cadences; alarms checked on every step's metrics."""
     cfg = state.cfg
     monitor = AlarmMonitor(cfg)
     batches = batch_stream(state.dataset, cfg, state.step)
@@ -254,6 +257,7 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_
 
 
 def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
+    """One step, with the failures a user can fix (out of memory, a set-up that cannot run) as one line."""
     try:
         return train_step(state, to_device(x, state.device), to_device(y, state.device), gen, latents)
     except torch.OutOfMemoryError as err:
@@ -271,9 +275,11 @@ def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
 
 
 def _flush(run: Path, step: int, window: list[dict[str, float]], t_start: float) -> dict[str, float]:
-    """One metrics-log line: the means of the interval's steps."""
-    means = {k: sum(m[k] for m in window if k in m) / sum(1 for m in window if k in m)
-             for k in {k for m in window for k in m}}
+    """One metrics-log line: the means of the interval's steps, and for `skipped/*` the count of updates fp16's
+    scaler skipped in it (the summary adds them up)."""
+    keys = {k for m in window for k in m}
+    means = {k: sum(m[k] for m in window if k in m) / (1 if k.startswith(SKIP_PREFIX) else sum(1 for m in window if k in m))
+             for k in keys}
     record = {"step": step, "time": round(time.time() - t_start, 3), **{k: means[k] for k in sorted(means)}}
     rundir.append_jsonl(run / layout.METRICS, record)
     return means
@@ -294,6 +300,7 @@ def _disk_errors(what: str, step: int, run: Path):
 
 
 def _snapshot(state: TrainState, run: Path) -> None:
+    """The probe set through the current networks: what every probe and widget reads after the fact."""
     if state.probe_indices is None:
         return
     tensors, info = take_snapshot(state)
@@ -325,6 +332,7 @@ def _truncate_metrics(run: Path, step: int) -> None:
 
 
 def _roll_back(state: TrainState, run: Path, alarm, rollbacks: int) -> None:
+    """alarm_policy=rollback: back to the last good checkpoint with lower learning rates, a bounded number of times."""
     cfg = state.cfg
     ckpt = rundir.latest_good_checkpoint(run)
     if ckpt is None or rollbacks >= cfg.max_rollbacks:

@@ -2,10 +2,13 @@
 statistics of the BatchNorm, the cached latents of frozen-VAE recipes, and the speed switches."""
 from __future__ import annotations
 
+import os
+
 import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..models.norms import keep_autocast_dtype_in_group_norms
 from ..models.sit import SiT, sit_config
 from ..models.vae import downsample_factor, encode, latent_channels
 from ..rundir import RunError
@@ -70,13 +73,48 @@ def encode_dataset(vae, dataset, device, progress: bool = True) -> tuple[torch.T
     return torch.cat(means), torch.cat(stds)
 
 
-def apply_speed_switches(cfg: Config, sit: SiT, convnets, parallel=None):
-    """Activation checkpointing, channels-last convolutional networks (None entries are skipped) and
-    torch.compile; returns the SiT's training forward: compiled, DDP-wrapped (`parallel`), or the SiT itself."""
+# Regional compilation compiles these blocks, each class once: identical blocks share one compiled graph (their
+# weights are graph inputs), so a 28-block SiT-XL compiles about as fast as one block. (module, class) names, so
+# that timm need not be imported to recognise its blocks.
+REPEATED_BLOCKS = {("repae_lab.models.sit", "SiTBlock"),                 # adaLN transformer block
+                   ("diffusers.models.resnet", "ResnetBlock2D"),         # the VAE's GroupNorm-SiLU-conv blocks
+                   ("timm.models.vision_transformer", "Block")}          # DINOv2's blocks (the REPA target)
+
+
+def compile_backend() -> str:
+    """torch.compile's backend: inductor, unless REPAE_LAB_COMPILE_BACKEND names another (aot_eager to debug a
+    compiled run; the tests use it to check the mechanics without generating kernels)."""
+    return os.environ.get("REPAE_LAB_COMPILE_BACKEND", "inductor")
+
+
+def compile_repeated_blocks(*modules) -> int:
+    """Compile every repeated block of `modules` in place (None entries are skipped); returns how many. The
+    state-dict keys do not change (no `_orig_mod.` wrapper), so checkpoints stay the same."""
+    count = 0
+    for module in modules:
+        for block in module.modules() if module is not None else ():
+            if (type(block).__module__, type(block).__name__) in REPEATED_BLOCKS:
+                block.compile(backend=compile_backend())
+                count += 1
+    return count
+
+
+def apply_speed_switches(cfg: Config, sit: SiT, convnets, parallel=None, target=None):
+    """Activation checkpointing, the VAE's GroupNorms in the autocast dtype (`convnets[0]` is the VAE),
+    channels-last convolutional networks (None entries are skipped) and
+    torch.compile (`compile`: regional = each repeated block of the SiT, the convolutional networks and the
+    target encoder; full = the SiT's whole training forward, as the REPA-E code compiles it). Returns the SiT's
+    training forward: compiled, DDP-wrapped (`parallel`), or the SiT itself."""
     sit.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.low_precision_group_norm:
+        keep_autocast_dtype_in_group_norms(convnets[0])           # the VAE
     if cfg.channels_last:
         for module in convnets:
             if module is not None:
                 module.to(memory_format=torch.channels_last)
     forward = parallel if parallel is not None else sit
-    return torch.compile(forward) if cfg.compile else forward
+    if cfg.compile == "regional":
+        compile_repeated_blocks(sit, *convnets, target)
+    if cfg.compile == "full":
+        return torch.compile(forward, backend=compile_backend())
+    return forward

@@ -38,10 +38,24 @@ class Optimizers:
 
 
 def adamw(cfg: Config, params, lr: float, device) -> torch.optim.Optimizer:
-    # fused: one kernel for all parameters, and (unlike the per-tensor CPU path, which calls .item() on each
-    # step count) nothing that reads the device back
+    """AdamW with the run's betas, eps and weight decay (REPAE_FACTS section 2), fused where torch has a fused
+    kernel: one kernel for all parameters, and (unlike the per-tensor CPU path, which calls .item() on each step
+    count) nothing that reads the device back. Under CUDA graphs it must also be capturable (its step counts
+    live on the device)."""
     return torch.optim.AdamW(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                             weight_decay=cfg.weight_decay, fused=torch.device(device).type in ("cuda", "cpu"))
+                             weight_decay=cfg.weight_decay, fused=torch.device(device).type in ("cuda", "cpu"),
+                             capturable=cfg.cuda_graphs)
+
+
+# the optimizer settings that belong to the process running, not to the checkpoint: a run resumed with another
+# device or with CUDA graphs switched on or off keeps its own
+RUNTIME_OPTIMIZER_FLAGS = ("fused", "capturable", "foreach", "differentiable")
+
+
+def with_runtime_flags(saved_groups: list[dict], opt: torch.optim.Optimizer) -> list[dict]:
+    """A checkpoint's param_groups with this process's runtime flags, so loading them changes no speed switch."""
+    return [{**saved, **{k: live[k] for k in RUNTIME_OPTIMIZER_FLAGS if k in live}}
+            for saved, live in zip(saved_groups, opt.param_groups)]
 
 
 def make_optimizers(cfg: Config, route, sit: nn.Module, vae: nn.Module, disc: nn.Module | None, device) -> Optimizers:
@@ -58,34 +72,54 @@ def make_optimizers(cfg: Config, route, sit: nn.Module, vae: nn.Module, disc: nn
     return opts
 
 
-def autocast(cfg: Config, device: torch.device):
-    """The forward passes' mixed precision (bf16 / fp16), or nothing."""
-    if cfg.mixed_precision == "no":
+def autocast(precision: str, device: torch.device):
+    """The forward passes' mixed precision (`mixed_precision`: no, bf16, fp16). Inside a CUDA graph capture
+    autocast's cache of weight casts is off: a captured graph cannot hold it (torch.cuda.graph's documentation),
+    and the casts it would reuse are recorded into the graph anyway."""
+    if precision == "no":
         return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                          cache_enabled=not capturing)
 
 
 def backward(loss: torch.Tensor, scaler) -> None:
+    """fp16 scales the loss so that small gradients do not underflow (the scaler unscales before clipping)."""
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
-def clip_and_step(opt: torch.optim.Optimizer, module: nn.Module, cfg: Config, scaler, *,
-                  average_across_processes: bool) -> torch.Tensor:
-    """Average gradients over processes (unless DDP already did), unscale, clip to cfg.grad_clip, step.
+def clip_and_step(opt: torch.optim.Optimizer, module: nn.Module, max_norm: float, scaler, *,
+                  average_across_processes: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Average gradients over processes (unless DDP already did), unscale, clip to `max_norm` (1.0 per module,
+    REPAE_FACTS section 2), step.
 
-    Returns the pre-clip gradient norm as a device tensor: reading it here would make the CPU wait for the
-    backward pass."""
+    Returns (the pre-clip gradient norm, whether fp16's scaler skipped this step) as device tensors: reading them
+    here would make the CPU wait for the backward pass. The second is None without a scaler."""
     params = [p for p in module.parameters() if p.requires_grad]
     if average_across_processes:
         average_gradients(params)
     if scaler is not None:
         scaler.unscale_(opt)
-    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    if scaler is not None:
-        scaler.step(opt)
-    else:
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if scaler is None:
         opt.step()
-    return norm.detach()
+        return norm.detach(), None
+    scaler.step(opt)
+    return norm.detach(), skipped_by_scaler(scaler, opt, norm)
+
+
+def skipped_by_scaler(scaler, opt: torch.optim.Optimizer, norm: torch.Tensor) -> torch.Tensor:
+    """1.0 when fp16's GradScaler found an inf or NaN gradient and skipped `opt`'s step (it then halves its scale:
+    normal at the start of fp16 training, REPAE_FACTS section 2 trains in fp16), else 0.0; on the device.
+    The scaler's own record, read before `scaler.update()` clears it; a non-finite norm where torch keeps no
+    record (the same condition: the scaler skips exactly when a gradient is not finite)."""
+    try:
+        found = list(scaler._found_inf_per_device(opt).values())
+    except (AttributeError, KeyError):
+        found = []
+    if not found:
+        return (~torch.isfinite(norm)).float()
+    return torch.stack([f.to(norm.device).float().reshape(()) for f in found]).amax()
 
 
 def add_mean(sums: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor], k: int) -> None:

@@ -22,6 +22,7 @@ from ..rundir import RunError
 from ..rundir.safe_load import load_state_dict_checked, load_weights_file
 from . import distributed as dist
 from .networks import apply_speed_switches, ema_copy, encode_dataset, estimate_latent_stats, new_sit, token_grid
+from .cuda_graphs import GraphedStep
 from .optim import Optimizers, make_optimizers
 
 
@@ -50,6 +51,7 @@ class TrainState:
     step: int = 0
     probe_indices: torch.Tensor | None = None
     latent_cache: tuple[torch.Tensor, torch.Tensor] | None = None   # posterior (mean, std) per image
+    graphed_step: Any = None           # cuda_graphs=true: the step's device work as a CUDA graph (cuda_graphs.py)
 
 
 def _setup_process(cfg: Config) -> torch.device:
@@ -70,6 +72,18 @@ def _setup_process(cfg: Config) -> torch.device:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     return device
+
+
+def _check_cuda_graphs(cfg: Config, device: torch.device) -> None:
+    """CUDA graphs replay a whole step on one GPU; say before anything is built where they cannot."""
+    if not cfg.cuda_graphs:
+        return
+    if device.type != "cuda":
+        raise RunError(f"cuda_graphs=true needs a CUDA GPU, and this run is on {device.type}; set cuda_graphs=false "
+                       f"(CUDA graphs remove kernel-launch time, which a CPU does not have).")
+    if dist.is_distributed():
+        raise RunError("cuda_graphs=true runs in one process only for now; under torchrun set cuda_graphs=false "
+                       "(large models at the paper's batch are not launch-bound).")
 
 
 def _starting_vae(cfg: Config, dataset, vae, progress: bool):
@@ -119,6 +133,7 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     """Every network, optimizer and fixed input of a run at step 0 (a resume then loads a checkpoint into it).
     `vae` replaces the configured starting VAE (a resume passes the run's architecture)."""
     device = _setup_process(cfg)
+    _check_cuda_graphs(cfg, device)
     route = routing(cfg)
     try:
         dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root, download=cfg.download)
@@ -169,9 +184,10 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
                                       find_unused_parameters=not route.uses_repa, broadcast_buffers=False)
         for module in (vae, disc):
             dist.broadcast_parameters(module)
-    forward = apply_speed_switches(cfg, sit, (vae, disc, perceptual), ddp)
+    forward = apply_speed_switches(cfg, sit, (vae, disc, perceptual), ddp, target=target)
     cache = encode_dataset(vae, dataset, device, progress) if cfg.cache_latents else None
     nets = Networks(vae=vae, sit=sit, ema=ema, discriminator=disc,
                     target_encoder=target if route.uses_repa else None, perceptual=perceptual)
     return TrainState(cfg=cfg, route=route, device=device, dataset=dataset, nets=nets, optimizers=optimizers,
-                      sit_forward=forward, sit_ddp=ddp, probe_indices=probe, latent_cache=cache)
+                      sit_forward=forward, sit_ddp=ddp, probe_indices=probe, latent_cache=cache,
+                      graphed_step=GraphedStep() if cfg.cuda_graphs else None)

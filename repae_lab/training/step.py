@@ -17,13 +17,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from ..losses import diffusion_loss, interpolate, repa_loss, vae_regularisation
 from ..models.discriminator import discriminator_hinge_loss
 from ..models.modes import frozen_eval, no_param_grads
 from ..models.vae import decode, downsample_factor, encode, kl_loss, latent_channels
 from .distributed import shard, world_size
+from .summary import SKIP_PREFIX
 from .optim import add_mean, autocast, backward, clip_and_step, micro_batches, read_metrics, to_device, update_ema
+
+UPDATES = ("vae", "disc", "sit")   # the optimizer updates, by the names their metrics carry
 
 
 @dataclass(frozen=True)
@@ -52,34 +56,73 @@ def train_step(state, x: Tensor, y: Tensor, generator: torch.Generator,
                latents: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
     """One iteration of the configured recipe on this process's rows of the global batch; returns its metrics.
 
+    The step's random draws are made on the host (reproducible across process counts), the device work is
+    queued without waiting for the GPU (or replayed as a CUDA graph), and the metrics are read back once.
     `latents` = cached (posterior mean, std) of these images, for frozen-VAE recipes with cache_latents."""
+    draws = step_draws(state, x, generator, latents)
+    device_work = state.graphed_step or step_on_device
+    return finish_metrics(read_metrics(device_work(state, x, y, draws, latents)))
+
+
+def step_draws(state, x: Tensor, generator: torch.Generator, latents=None) -> "StepDraws":
+    """The step's random numbers, drawn for the latent's shape (REPA-E samples t and noise once per step and
+    reuses them in updates 1 and 3, REPAE_FACTS section 1)."""
+    shape = latents[0].shape[1:] if latents is not None else latent_shape(state.nets.vae, x)
+    return StepDraws.draw(shape, len(x), generator, x.device, state.cfg.class_dropout_prob)
+
+
+def step_on_device(state, x: Tensor, y: Tensor, draws: StepDraws,
+                   latents: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """The device work of a step, in the authors' order; its metrics stay on the device. Nothing here reads the
+    device back, draws a random number or depends on a tensor's value, so a CUDA graph can replay it
+    (training/cuda_graphs.py)."""
     cfg, route, nets = state.cfg, state.route, state.nets
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    targets = target_tokens(state, x) if route.uses_repa else None
-    shape = latents[0].shape[1:] if latents is not None else latent_shape(nets.vae, x)
-    draws = StepDraws.draw(shape, len(x), generator, x.device, cfg.class_dropout_prob)
+    with record_function("repae/targets"):
+        targets = target_tokens(state, x) if route.uses_repa else None
     metrics: dict[str, Tensor] = {}
     nets.vae.train(route.trains_vae)
     if route.trains_vae:
         # Update 1: the VAE. z and the reconstruction come back from before the VAE's optimizer step, so the
         # SiT below trains on the latent the VAE had when this step began, as in the authors' code.
-        z, recon, vae_metrics = vae_update(state, x, y, draws, targets)
+        with record_function("repae/update1_vae"):
+            z, recon, vae_metrics = vae_update(state, x, y, draws, targets)
         metrics.update(vae_metrics)
         # Update 2: the discriminator, on the real images and update 1's detached reconstructions.
         if gan_is_on(state):
-            metrics.update(discriminator_update(state, x, recon))
+            with record_function("repae/update2_disc"):
+                metrics.update(discriminator_update(state, x, recon))
     elif latents is not None:
         z = (latents[0] + latents[1] * draws.eps).float()
     else:
-        z, _, _ = encode_posterior_sample(state, x, draws.eps, trains=False)
+        with record_function("repae/encode"):
+            z, _, _ = encode_posterior_sample(state, x, draws.eps, trains=False)
     # Update 3: the SiT and its projector on z.detach(), with update 1's t and noise; then its EMA.
-    metrics.update(sit_update(state, z, y, draws, targets))
-    if state.optimizers.scaler is not None:
-        state.optimizers.scaler.update()
-    update_ema(nets.ema, nets.sit, cfg.ema_decay)
+    with record_function("repae/update3_sit"):
+        metrics.update(sit_update(state, z, y, draws, targets))
+        if state.optimizers.scaler is not None:
+            state.optimizers.scaler.update()
+        update_ema(nets.ema, nets.sit, cfg.ema_decay)
     metrics.update(latent_statistics(z))
-    return read_metrics(metrics)
+    return metrics
+
+
+def finish_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """A step fp16's GradScaler skipped is reported as skipped (`skipped/<update>` = 1), and its gradient norm,
+    the norm of an overflowed gradient that no optimizer used, is left out: it would read as a diverging run."""
+    for update in UPDATES:
+        if metrics.get(SKIP_PREFIX + update):
+            metrics.pop(f"grad_norm/{update}", None)
+    return metrics
+
+
+def step_metrics(metrics: dict[str, Tensor], update: str, clipped: tuple[Tensor, Tensor | None]) -> None:
+    """Record an update's gradient norm and, with fp16's scaler, whether the scaler skipped it."""
+    norm, skipped = clipped
+    metrics[f"grad_norm/{update}"] = norm
+    if skipped is not None:
+        metrics[SKIP_PREFIX + update] = skipped
 
 
 def vae_update(state, x: Tensor, y: Tensor, draws: StepDraws, targets: list[Tensor] | None):
@@ -96,7 +139,8 @@ def vae_update(state, x: Tensor, y: Tensor, draws: StepDraws, targets: list[Tens
         zs.append(z.detach())
         recons.append(recon.detach())
         add_mean(metrics, parts, len(micro))
-    metrics["grad_norm/vae"] = clip_and_step(opt.vae, state.nets.vae, cfg, opt.scaler, average_across_processes=True)
+    step_metrics(metrics, "vae", clip_and_step(opt.vae, state.nets.vae, cfg.grad_clip, opt.scaler,
+                                               average_across_processes=True))
     return torch.cat(zs), torch.cat(recons), metrics
 
 
@@ -105,7 +149,7 @@ def vae_loss(state, x, y, z, posterior, recon, draws: StepDraws, targets):
     statistics (constants) and the gradient flows through them to z; label dropout is off."""
     cfg, route, nets = state.cfg, state.route, state.nets
     parts: dict[str, Tensor] = {}
-    with frozen_eval(nets.sit), autocast(cfg, state.device):
+    with frozen_eval(nets.sit), autocast(cfg.mixed_precision, state.device):
         z_norm = nets.sit.normalize_latent(z)
         x_t = interpolate(z_norm, draws.noise, draws.t)
         if route.vae_gets_diffusion:
@@ -143,7 +187,7 @@ def discriminator_update(state, x: Tensor, recon: Tensor) -> dict[str, Tensor]:
             loss = discriminator_hinge_loss(disc(x[sl].float()), disc(recon[sl].detach().float()))
         backward(loss / len(micro), opt.scaler)
         add_mean(metrics, {"loss/disc": loss.detach()}, len(micro))
-    metrics["grad_norm/disc"] = clip_and_step(opt.disc, disc, cfg, opt.scaler, average_across_processes=True)
+    step_metrics(metrics, "disc", clip_and_step(opt.disc, disc, cfg.grad_clip, opt.scaler, average_across_processes=True))
     return metrics
 
 
@@ -164,7 +208,7 @@ def sit_update(state, z: Tensor, y: Tensor, draws: StepDraws, targets: list[Tens
         last = i == len(micro) - 1
         with nullcontext() if state.sit_ddp is None or last else state.sit_ddp.no_sync():
             d = draws.rows(sl)
-            with autocast(cfg, state.device):
+            with autocast(cfg.mixed_precision, state.device):
                 z_norm = sit.normalize_latent(z[sl])
                 velocity, projected = state.sit_forward(interpolate(z_norm, d.noise, d.t), d.t, y[sl],
                                                         force_drop_ids=d.drop_labels)
@@ -177,24 +221,27 @@ def sit_update(state, z: Tensor, y: Tensor, draws: StepDraws, targets: list[Tens
             backward(loss / len(micro), opt.scaler)
         add_mean(metrics, parts, len(micro))
     # the SiT's gradients are averaged across processes by its DistributedDataParallel wrapper
-    metrics["grad_norm/sit"] = clip_and_step(opt.sit, sit, cfg, opt.scaler, average_across_processes=False)
+    step_metrics(metrics, "sit", clip_and_step(opt.sit, sit, cfg.grad_clip, opt.scaler, average_across_processes=False))
     return metrics
 
 
 def gan_is_on(state) -> bool:
+    """The GAN terms start at disc_start (step 0 in the official config, REPAE_FACTS section 1)."""
     return state.route.vae_reg and state.nets.discriminator is not None and state.step >= state.cfg.disc_start
 
 
 def target_tokens(state, x: Tensor) -> list[Tensor]:
-    """The REPA targets of the images: one token tensor per target encoder (no gradient)."""
-    with torch.no_grad(), autocast(state.cfg, state.device):
+    """The REPA targets of the images: one token tensor per target encoder, computed once per step and shared by
+    updates 1 and 3 (no gradient; REPAE_FACTS section 1, step 1)."""
+    with torch.no_grad(), autocast(state.cfg.mixed_precision, state.device):
         return [state.nets.target_encoder(x).float()]
 
 
 def encode_posterior_sample(state, x: Tensor, eps: Tensor, trains: bool):
-    """Posterior sample z = mean + std * eps (and the reconstruction when the VAE trains)."""
+    """Posterior sample z = mean + std * eps (and the reconstruction when the VAE trains): REPA-E trains on a
+    posterior sample, not the mean (REPAE_FACTS section 1, step 2)."""
     vae = state.nets.vae
-    with torch.set_grad_enabled(trains), autocast(state.cfg, state.device):
+    with torch.set_grad_enabled(trains), autocast(state.cfg.mixed_precision, state.device):
         _, posterior = encode(vae, x, sample=False)
         z = posterior.mean + posterior.std * eps                      # REPA-E trains on posterior samples
         recon = decode(vae, z) if trains else None
@@ -202,6 +249,7 @@ def encode_posterior_sample(state, x: Tensor, eps: Tensor, trains: bool):
 
 
 def latent_shape(vae, x: Tensor) -> tuple[int, int, int]:
+    """(channels, h, w) of the VAE's latent for images x: the shape of the step's noise draws."""
     f = downsample_factor(vae)
     return (latent_channels(vae), x.shape[-2] // f, x.shape[-1] // f)
 
@@ -217,4 +265,5 @@ def latent_statistics(z: Tensor) -> dict[str, Tensor]:
 
 
 def _rows(targets: list[Tensor] | None, sl: slice) -> list[Tensor]:
+    """Each target encoder's tokens for one micro-batch."""
     return [t[sl] for t in targets] if targets is not None else []
