@@ -21,7 +21,7 @@ LAYERS = {
     "models": 1, "losses": 1,
     "training": 2,
     "sampling": 3, "metrics": 3, "probes": 3,
-    "evaluation": 4, "released": 4,
+    "evaluation": 4, "released": 4, "tracking": 4,
     "app": 5, "workshop": 6, "commands": 7, "__main__": 7,
 }
 UI_MODULES = ("ipywidgets", "widgets", "anywidget")
