@@ -120,8 +120,15 @@ def test_a_missing_tracker_package_is_a_one_line_error_before_any_work(tmp_path,
     assert main(args) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("repae-lab: error:")]
-    assert lines == ["repae-lab: error: tracker=wandb needs the wandb package: pip install 'repae_lab[tracking]'"], err
+    want = ["repae-lab: error: tracker=wandb needs the wandb package: pip install 'repae_lab[tracking]'"]
+    assert lines == want, err
     assert not (tmp_path / "run").exists()
+    # asked for when resuming: refused before the networks are built, and the run is left as it was
+    train(resolve_config("workshop", overrides=tiny(steps=2)), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "config.json").read_text()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--set", "steps=4", "tracker=wandb"]) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("repae-lab: error:")] == want
+    assert (tmp_path / "run" / "config.json").read_text() == before
 
 
 def test_both_trackers_record_scalars_pictures_and_config(tmp_path, tiny):
@@ -264,6 +271,12 @@ def test_export_tracker_writes_a_past_run_and_replaces_on_a_second_export(tmp_pa
         assert _steps_with(rows, tag) == [0, 2, 4]
     assert [e.step for e in acc.Images("samples/class_conditional")] == [4]   # the one checkpoint kept
 
+    # an evaluation made again at a step (`repae-lab eval` after training) replaces the earlier numbers
+    for fd in (2.0, 1.5):
+        rundir.append_jsonl(untracked_run / "metrics.jsonl", {"step": 4, "kind": "eval", "eval/fd_workshop": fd})
+    assert main(args[:5]) == 0
+    assert [(e.step, e.value) for e in _tensorboard(logdir).Scalars("eval/fd_workshop")] == [(4, 1.5)]
+
 
 def test_a_tracker_switched_on_when_resuming_gets_the_history_first(tmp_path, tiny):
     run = tmp_path / "run"
@@ -274,3 +287,21 @@ def test_a_tracker_switched_on_when_resuming_gets_the_history_first(tmp_path, ti
     acc = _tensorboard(run / "tensorboard")
     assert _tb_steps(acc, "loss/diffusion") == list(range(1, 7))
     assert [e.step for e in acc.Images("snapshot/pca_rgb")] == [0, 3, 6]
+
+
+def test_export_tracker_writes_an_imported_released_model(tmp_path, capsys):
+    """A released checkpoint imported as a run (one checkpoint, one snapshot of an image folder) exports too."""
+    from test_released import _digit_folder, official_checkpoint
+
+    official_checkpoint(tmp_path / "0001234.pt")
+    run = tmp_path / "imported"
+    images = _digit_folder(tmp_path / "images", per_class=4, classes=3)
+    for command in (["import-checkpoint", tmp_path / "0001234.pt", "--out", run, "--num-heads", 4, "--probe-data", images,
+                     "--probe-size", 12], ["export-tracker", run, "--to", "tensorboard", tmp_path / "tb", "--samples", 3]):
+        assert main([str(a) for a in command]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    acc = _tensorboard(tmp_path / "tb" / "imported")
+    for tag in PICTURES:
+        assert [e.step for e in acc.Images(tag)] == [1234], tag
+    pca = Image.open(io.BytesIO(acc.Images("snapshot/pca_rgb")[0].encoded_image_string))
+    assert np.asarray(pca)[2:50, 2:50].std() > 0            # the probe image itself, above its latent

@@ -46,7 +46,7 @@ def require(names) -> None:
     """A one-line ConfigError naming the extra when a tracker's package is not installed."""
     for name in names:
         if name not in TRACKERS:
-            raise ConfigError(f"unknown tracker '{name}'; choose tensorboard, wandb or both (tensorboard,wandb).")
+            raise ConfigError(f"unknown tracker '{name}'; choose tensorboard or wandb.")
         if importlib.util.find_spec(TRACKERS[name]) is None:
             raise ConfigError(f"tracker={name} needs the {TRACKERS[name]} package: {EXTRA_HINT}")
 

@@ -19,11 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import rundir
 from ..config import config_from_dict
 from ..rundir import RunError, layout
 from .backends import TensorBoardWriter, WandbWriter, require
-from .pictures import (SAMPLES_DIR, SHOWN, eval_pictures, first_snapshot_basis, sample_grid, samples_path,
+from .pictures import (SAMPLES_DIR, eval_pictures, first_snapshot_basis, sample_grid, samples_path,
                        saved_samples, snapshot_pictures)
 
 NOT_SCALARS = ("step", "time_written")
@@ -59,8 +61,8 @@ class SnapshotPainter:
         self.run = Path(run)
         self.dataset = dataset
         self._basis = None
-        self._originals = None
-        self._looked_for_originals = False
+        self._images: dict[int, object] = {}            # probe position -> image
+        self._looked_for_dataset = dataset is not None
 
     def basis(self, tensors):
         if self._basis is None:
@@ -69,24 +71,29 @@ class SnapshotPainter:
             self._basis = first_snapshot_basis(first["latents"])
         return self._basis
 
-    def originals(self, indices):
-        if not self._looked_for_originals:
-            self._looked_for_originals = True
-            dataset = self.dataset
-            if dataset is None:
-                from ..data import DatasetError, load_dataset
-                cfg = config_from_dict(rundir.read_json(self.run / layout.CONFIG))
-                try:
-                    dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root)
-                except (DatasetError, OSError) as err:
-                    warn(f"the probe images of '{self.run}' could not be loaded ({str(err).splitlines()[0]}); "
-                         f"its pictures show the latents and reconstructions alone")
-            if dataset is not None:
-                self._originals = dataset.batch(indices[:SHOWN])[0]
-        return self._originals
+    def _load_dataset(self):
+        self._looked_for_dataset = True
+        from ..data import DatasetError, load_dataset
+        cfg = config_from_dict(rundir.read_json(self.run / layout.CONFIG))
+        try:
+            self.dataset = load_dataset(cfg.dataset, resolution=cfg.resolution, root=cfg.data_root)
+        except (DatasetError, OSError) as err:
+            warn(f"the probe images of '{self.run}' could not be loaded ({str(err).splitlines()[0]}); its "
+                 f"pictures show the latents and reconstructions alone")
+
+    def originals(self, indices, positions: list[int]):
+        """The probe images at `positions` of the probe set `indices`, or None without the dataset."""
+        if not self._looked_for_dataset:
+            self._load_dataset()
+        if self.dataset is None:
+            return None
+        missing = [p for p in positions if p not in self._images]
+        if missing:
+            self._images.update(zip(missing, self.dataset.batch(indices[missing])[0]))
+        return torch.stack([self._images[p] for p in positions])
 
     def pictures(self, tensors) -> dict:
-        return snapshot_pictures(tensors, self.basis(tensors), self.originals(tensors["indices"]))
+        return snapshot_pictures(tensors, self.basis(tensors), lambda at: self.originals(tensors["indices"], at))
 
 
 def step_of(path: Path) -> int:
@@ -103,9 +110,19 @@ def replay(run: Path, writers: list, *, after: int = -1, upto: int | None = None
     cfg = config_from_dict(rundir.read_json(run / layout.CONFIG))
     within = lambda step: after < step and (upto is None or step <= upto)
     todo: dict[int, list[tuple[str, Any]]] = defaultdict(list)     # step -> ("record", record) | ("images", make)
+    merged: dict[tuple[int, str], dict] = {}
     for record in rundir.read_jsonl(run / layout.METRICS):
-        if "step" in record and within(record["step"]):
-            todo[int(record["step"])].append(("record", record))
+        if "step" not in record:
+            continue
+        step = int(record["step"])
+        if "event" in record:
+            todo[step].append(("record", record))
+            continue
+        key = (step, record.get("kind", ""))
+        if key not in merged:
+            merged[key] = {}
+            todo[step].append(("record", merged[key]))
+        merged[key].update(record)      # an evaluation made again at a step (`repae-lab eval`) has the last word
     painter = painter or SnapshotPainter(run)
     for step, path in rundir.list_snapshots(run):
         todo[step].append(("images", lambda p=path: painter.pictures(rundir.load_snapshot(p)[0])))

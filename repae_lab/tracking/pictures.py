@@ -12,6 +12,7 @@ step then mean the same, and a latent that collapses turns flat grey instead of 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -58,15 +59,27 @@ def first_snapshot_basis(latents) -> PCABasis:
     return fit_pca_basis([latents], fitted_on=["first snapshot"])
 
 
+def spread(n: int) -> list[int]:
+    """Up to SHOWN positions spread evenly over n probe images: the probe set is ordered by class, so the first
+    ones would all be of one class."""
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, min(SHOWN, n))}) if n else []
+
+
 def snapshot_pictures(tensors: dict[str, torch.Tensor], basis: PCABasis,
-                      originals: torch.Tensor | None = None) -> dict[str, np.ndarray]:
-    """The PCA-RGB and reconstruction pictures of one snapshot; `originals` are the first probe images in [-1, 1]
-    (None: the pictures show the latents and reconstructions alone)."""
-    shown = to_uint8_images(originals[:SHOWN]) if originals is not None else None
-    pictures = {"snapshot/pca_rgb": paired_rows(shown, rgb_uint8(tensors["latents"][:SHOWN], basis))}
+                      originals: Callable[[list[int]], torch.Tensor | None] = lambda positions: None
+                      ) -> dict[str, np.ndarray]:
+    """The PCA-RGB and reconstruction pictures of one snapshot, over probe images spread across its classes.
+    `originals(positions)` gives those probe images in [-1, 1], or None: the pictures then show the latents and
+    reconstructions alone."""
+    def above(positions):
+        images = originals(positions)
+        return None if images is None else to_uint8_images(images)
+
+    at = spread(len(tensors["latents"]))
+    pictures = {"snapshot/pca_rgb": paired_rows(above(at), rgb_uint8(tensors["latents"][at], basis))}
     if "recons" in tensors:
-        recons = to_uint8_images(tensors["recons"][:SHOWN])
-        pictures["snapshot/reconstructions"] = paired_rows(None if shown is None else shown[:len(recons)], recons)
+        at = spread(len(tensors["recons"]))
+        pictures["snapshot/reconstructions"] = paired_rows(above(at), to_uint8_images(tensors["recons"][at]))
     return pictures
 
 

@@ -97,8 +97,9 @@ def _train_locked(cfg, run: Path, resuming: bool, overrides: dict, progress: boo
     state = None
     if resuming:
         cfg, changes = _resumed_config(run, overrides)
-    tracker = track(cfg, run) if track is not None and dist.is_main() else None
+    tracker = track(cfg, run) if track is not None and dist.is_main() else None   # may refuse: nothing written yet
     if resuming:
+        _record_changes(run, cfg, changes)
         if dist.is_main():
             for path in rundir.remove_stale_temporaries(run):
                 _warn(f"removed {path.relative_to(run)}, left by a writer that was killed")
@@ -142,20 +143,23 @@ def _set_changed_learning_rates(state: TrainState, changes: dict) -> None:
 
 
 def _resumed_config(run: Path, overrides: dict) -> tuple[Config, dict]:
-    """The run's config.json with the resume's overrides applied (and recorded in the config history)."""
+    """The run's config.json with the resume's overrides applied (_record_changes writes them)."""
     try:
         saved = config_from_dict(json.loads((run / layout.CONFIG).read_text()))
     except (ValueError, UnicodeDecodeError) as err:
         raise RunError(f"'{run / layout.CONFIG}' is not a readable config ({str(err).splitlines()[0]}); restore "
                        f"it, or start a new run with --out.") from None
-    cfg, changes = resume_config(saved, overrides)
+    return resume_config(saved, overrides)
+
+
+def _record_changes(run: Path, cfg: Config, changes: dict) -> None:
+    """The resume's changes into config.json and the config history."""
     if changes and dist.is_main():
         rundir.atomic_write_text(run / layout.CONFIG, cfg.to_json())
         step = max((int(p.name.split("-")[1]) for p in rundir.checkpoint_dirs(run)), default=0)
         rundir.append_jsonl(run / layout.CONFIG_HISTORY, {"time": round(time.time(), 1), "at_checkpoint": step,
                                                           "changes": changes})
         _warn(f"resuming with {', '.join(f'{k}={v[1]!r} (was {v[0]!r})' for k, v in changes.items())}")
-    return cfg, changes
 
 
 def _restore(cfg: Config, run: Path, progress: bool) -> TrainState | None:
