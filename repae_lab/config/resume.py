@@ -1,7 +1,8 @@
 """What may change when a run is resumed. A resume continues the run its checkpoint belongs to, so only keys
 that leave that run the same run may change: its length, learning rates, the cadence of checkpoints,
-snapshots, logs and evaluations, the alarm policy, the speed switches and the experiment trackers. Everything else (recipe, models,
-data, loss weights, seed) would make the checkpoint a different experiment, and is refused by name."""
+snapshots, logs and evaluations, the alarm policy, the speed switches and the experiment trackers. Everything
+else (recipe, models, data, loss weights, seed) would make the checkpoint a different experiment, and is refused
+by name."""
 from __future__ import annotations
 
 from typing import Any
