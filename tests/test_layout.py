@@ -22,7 +22,7 @@ LAYERS = {
     "models": 1, "losses": 1,
     "training": 2,
     "sampling": 3, "metrics": 3, "probes": 3,
-    "evaluation": 4,
+    "evaluation": 4, "tracking": 4,
     "jobs": 5,
     "views": 6,
     "notebooks": 7,

@@ -4,6 +4,7 @@ and the error handling every subcommand shares.
     repae-lab train --preset workshop --recipe repa-e --out runs/workshop-repa-e [--set key=value ...] [--config FILE.yaml]
     repae-lab train --resume RUN [--set steps=2000 lr=5e-5 ...]
     repae-lab export-vae RUN --out DIR
+    repae-lab export-tracker RUN [RUN ...] --to tensorboard|wandb DIR [--samples N]
     repae-lab sample RUN --n N --out FILE [--sampler sde|euler|heun --steps K --cfg S --interval LOW,HIGH --seed S]
     repae-lab eval RUN [--n N --space workshop,dinov2,inception ...]
     repae-lab probe RUN [RUN ...] [--out DIR] [--recompute] [--no-umap]
@@ -23,6 +24,7 @@ from ..models.export import export_vae
 from ..probes import ProbeError, ProbeSettings, compare_runs, summary_table
 from ..rundir import CheckpointError, RunError
 from ..sampling import SamplingError, SamplingSpec, parse_interval, sample_to_files
+from ..tracking import export_run
 from ..training.distributed import shutdown
 from ..training.summary import format_summary
 
@@ -49,6 +51,16 @@ def _train(args) -> int:
 def _export(args) -> int:
     path = export_vae(args.run, args.out)
     print(f"E2E-VAE written to {path} (diffusers AutoencoderKL layout, latents_mean / latents_std in config.json)")
+    return 0
+
+
+def _export_tracker(args) -> int:
+    for run in args.runs:
+        for kind, folder in args.to:
+            target = export_run(run, kind, folder, samples=args.samples)
+            print(f"{run} -> {target}")
+    views = {"tensorboard": "tensorboard --logdir {}", "wandb": "wandb sync {}/wandb/offline-run-*"}
+    print("view with: " + "; ".join(views[k].format(f) for k, f in dict.fromkeys(map(tuple, args.to))))
     return 0
 
 
@@ -144,6 +156,15 @@ def add_subcommands(sub) -> None:
     p.add_argument("run")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("export-tracker", help="write runs' history (metrics, evaluations, snapshot pictures, config) "
+                                              "into TensorBoard or W&B; again replaces the previous export")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--to", nargs=2, action="append", required=True, metavar=("TRACKER", "DIR"),
+                   type=str, help="tensorboard DIR (event files in DIR/RUN_NAME/) or wandb DIR (an offline run in "
+                                  "DIR/wandb/); repeatable")
+    p.add_argument("--samples", type=int, default=0, help="also draw N samples from every checkpoint kept")
+    p.set_defaults(func=_export_tracker)
 
     p = sub.add_parser("sample", help="sample a run into an ADM-format .npz (+ PNG grid)")
     _add_sampling_args(p)

@@ -141,6 +141,11 @@ def _check_ranges(cfg: Config) -> None:
     need(cfg.eval_cfg_scale >= 0, f"eval_cfg_scale must be 0 or more (1 = no guidance), got {cfg.eval_cfg_scale}.")
     need(len(cfg.eval_interval) == 2 and 0 <= cfg.eval_interval[0] <= cfg.eval_interval[1] <= 1,
          f"eval_interval must be LOW,HIGH with 0 <= LOW <= HIGH <= 1, got {cfg.eval_interval}.")
+    trackers = [x.strip() for x in cfg.tracker.split(",") if x.strip()]
+    need(trackers == ["none"] or all(x in ("tensorboard", "wandb") for x in trackers),
+         f"tracker must be none, tensorboard, wandb or both comma-separated (tensorboard,wandb), got '{cfg.tracker}'.")
+    need(cfg.tracker_samples >= 0 and cfg.tracker_sample_steps >= 1, f"tracker_samples must be 0 or more and "
+         f"tracker_sample_steps at least 1, got {cfg.tracker_samples} / {cfg.tracker_sample_steps}.")
     need(cfg.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {cfg.keep_checkpoints}.")
     for key in ("lr", "vae_lr", "disc_lr"):
         need(0 < getattr(cfg, key) < 1, f"{key} must be between 0 and 1 (the paper uses 1e-4), got {getattr(cfg, key)}.")

@@ -1,7 +1,8 @@
 """What may change when a run is resumed. A resume continues the run its checkpoint belongs to, so only keys
 that leave that run the same run may change: its length, learning rates, the cadence of checkpoints,
-snapshots, logs and evaluations, the alarm policy and the speed switches. Everything else (recipe, models,
-data, loss weights, seed) would make the checkpoint a different experiment, and is refused by name."""
+snapshots, logs and evaluations, the alarm policy, the speed switches and the experiment trackers. Everything
+else (recipe, models, data, loss weights, seed) would make the checkpoint a different experiment, and is refused
+by name."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,6 +19,7 @@ RESUME_SAFE_KEYS = frozenset({
     "alarm_disc_loss_min", "alarm_spatial_var_ratio",
     "tf32", "cudnn_benchmark", "compile", "cuda_graphs", "low_precision_group_norm", "channels_last", "activation_checkpointing", "grad_accumulation",
     "mixed_precision", "num_workers", "device", "cache_dir",
+    "tracker", "tracker_samples", "tracker_sample_steps",
 })
 
 

@@ -116,6 +116,10 @@ class Config:
     latent_stats_batches: int = 8      # batches used to estimate the starting VAE's latent statistics
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None       # where the workshop encoders and VAEs are cached (default ~/.cache/repae_lab)
+    # experiment tracking beside metrics.jsonl (repae_lab/tracking; rank 0 only)
+    tracker: str = "none"              # none | tensorboard | wandb | tensorboard,wandb (RUN/tensorboard/, RUN/wandb/)
+    tracker_samples: int = 16          # class-conditional samples in the trackers' grid at each snapshot (0 = none)
+    tracker_sample_steps: int = 10     # Heun steps of those samples (guidance as eval_cfg_scale / eval_interval)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

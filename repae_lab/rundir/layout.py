@@ -13,6 +13,9 @@
       environment.json             torch threads and versions the run started with (a bitwise resume needs the same)
       config_history.jsonl         the keys changed on each resume (`train --resume RUN --set ...`)
       summary.json                 written when a run finishes
+      tensorboard/                 TensorBoard event files, with --set tracker=tensorboard (tracking/)
+      wandb/, wandb_run.json       the W&B run's local files and its run id, with --set tracker=wandb
+      tracker_samples/             the trackers' sample grid of each snapshot step (step-NNNNNNNN.png)
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Determinism by construction: the data order is a per-epoch permutation seeded by (seed, epoch), and every
 step reseeds its random streams from (seed, step) (training/batches.py); a resumed run therefore needs no RNG
 state to continue exactly where it stopped. Evaluation is not part of training: a caller that wants FD curves
-hands the loop an `evaluate(state, run) -> record` callable (evaluation/during_training.py makes one).
+hands the loop an `evaluate(state, run) -> record` callable (evaluation/during_training.py makes one). Experiment
+trackers (TensorBoard, W&B) are handed in the same way, as a `track(cfg, run) -> tracker` factory (tracking/).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from .summary import SKIP_PREFIX, write_summary
 PROGRESS_KEYS = ("loss/diffusion", "loss/repa", "loss/repa_vae", "loss/l1", "latent/spatial_var")
 
 Evaluate = Callable[[TrainState, Path], dict[str, Any]]
+# track(cfg, run) -> a tracker with begin(state), record(record), snapshot(state, tensors), close(); or None
+Track = Callable[[Config, Path], Any]
 
 
 class TrainingStopped(RunError):
@@ -44,13 +47,17 @@ class TrainingStopped(RunError):
 
 def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,
           overrides: dict[str, Any] | None = None, progress: bool = True, on_metrics=None,
-          evaluate: Evaluate | None = None) -> dict[str, Any]:
+          evaluate: Evaluate | None = None, track: Track | None = None) -> dict[str, Any]:
     """Train `cfg` into run directory `out` (new), or continue the run at `resume` from its last good checkpoint.
 
     `overrides` change a resumed run's config (only RESUME_SAFE_KEYS; recorded in RUN/config_history.jsonl).
     `evaluate(state, run)`, when given, is called at step 0 and every cfg.eval_every steps on rank 0; its
-    record is appended to the metrics log. `on_metrics(step, means)` gets every logged interval. Returns the
-    run summary (also written to summary.json). One process at a time may write a run directory."""
+    record is appended to the metrics log. `on_metrics(step, means)` gets every logged interval. `track(cfg, run)`,
+    when given, is called on rank 0 once the run's config is known, before any network is built (it may refuse
+    the config), and returns a tracker or None: the loop calls its begin(state) before the run's first step,
+    record(r) with every metrics-log record, snapshot(state, tensors) after every probe snapshot, and close() at
+    the end, error or not. Returns the run summary (also written to summary.json). One process at a time may
+    write a run directory."""
     if resume is not None:
         run = rundir.check_run_dir(resume, "the folder a previous `repae-lab train --out` wrote")
     else:
@@ -71,7 +78,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: s
         # under torchrun only rank 0 writes the run directory, so only rank 0 holds its lock
         with rundir.RunLock(run) if dist.is_main() else nullcontext():
             return _train_locked(cfg, run, resume is not None, dict(overrides or {}), progress and dist.is_main(),
-                                 on_metrics, evaluate)
+                                 on_metrics, evaluate, track)
     except rundir.RunLockedError as err:
         raise RunError(str(err)) from None
     except FirstStepFailed as err:
@@ -84,11 +91,15 @@ class FirstStepFailed(RunError):
     """The very first training step of a run failed: a set-up the config allows but the models cannot run."""
 
 
-def _train_locked(cfg, run: Path, resuming: bool, overrides: dict, progress: bool, on_metrics, evaluate) -> dict[str, Any]:
+def _train_locked(cfg, run: Path, resuming: bool, overrides: dict, progress: bool, on_metrics, evaluate,
+                  track) -> dict[str, Any]:
     t_start = time.time()
     state = None
     if resuming:
         cfg, changes = _resumed_config(run, overrides)
+    tracker = track(cfg, run) if track is not None and dist.is_main() else None   # may refuse: nothing written yet
+    if resuming:
+        _record_changes(run, cfg, changes)
         if dist.is_main():
             for path in rundir.remove_stale_temporaries(run):
                 _warn(f"removed {path.relative_to(run)}, left by a writer that was killed")
@@ -100,15 +111,23 @@ def _train_locked(cfg, run: Path, resuming: bool, overrides: dict, progress: boo
         if state is not None and dist.is_main():
             with _disk_errors("metrics log", state.step, run):
                 _truncate_metrics(run, state.step)
-    if state is None:                  # a new run, or a resumed one with no usable checkpoint: start at step 0
+    fresh = state is None              # a new run, or a resumed one with no usable checkpoint: start at step 0
+    if fresh:
         state = build_state(cfg, progress=progress)
         if dist.is_main():
             with _disk_errors("run directory", 0, run):
                 prepare_run_dir(cfg, run, state)
-            _snapshot(state, run)
-        if cfg.eval_every and evaluate is not None:
-            _evaluate(state, run, evaluate)   # the FD curve starts at step 0, and missing weights fail before training
-    _loop(state, run, progress, on_metrics, evaluate, t_start)
+    if tracker is not None:
+        tracker.begin(state)
+    try:
+        if fresh and dist.is_main():
+            _snapshot(state, run, tracker)
+        if fresh and cfg.eval_every and evaluate is not None:
+            _evaluate(state, run, evaluate, tracker)   # the FD curve starts at step 0; missing weights fail first
+        _loop(state, run, progress, on_metrics, evaluate, t_start, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
     summary = write_summary(run, cfg, time.time() - t_start) if dist.is_main() else {}
     dist.barrier()
     return summary
@@ -124,20 +143,23 @@ def _set_changed_learning_rates(state: TrainState, changes: dict) -> None:
 
 
 def _resumed_config(run: Path, overrides: dict) -> tuple[Config, dict]:
-    """The run's config.json with the resume's overrides applied (and recorded in the config history)."""
+    """The run's config.json with the resume's overrides applied (_record_changes writes them)."""
     try:
         saved = config_from_dict(json.loads((run / layout.CONFIG).read_text()))
     except (ValueError, UnicodeDecodeError) as err:
         raise RunError(f"'{run / layout.CONFIG}' is not a readable config ({str(err).splitlines()[0]}); restore "
                        f"it, or start a new run with --out.") from None
-    cfg, changes = resume_config(saved, overrides)
+    return resume_config(saved, overrides)
+
+
+def _record_changes(run: Path, cfg: Config, changes: dict) -> None:
+    """The resume's changes into config.json and the config history."""
     if changes and dist.is_main():
         rundir.atomic_write_text(run / layout.CONFIG, cfg.to_json())
         step = max((int(p.name.split("-")[1]) for p in rundir.checkpoint_dirs(run)), default=0)
         rundir.append_jsonl(run / layout.CONFIG_HISTORY, {"time": round(time.time(), 1), "at_checkpoint": step,
                                                           "changes": changes})
         _warn(f"resuming with {', '.join(f'{k}={v[1]!r} (was {v[0]!r})' for k, v in changes.items())}")
-    return cfg, changes
 
 
 def _restore(cfg: Config, run: Path, progress: bool) -> TrainState | None:
@@ -196,7 +218,7 @@ def prepare_run_dir(cfg: Config, out: Path, state: TrainState) -> None:
             {"dataset": cfg.dataset, "indices": state.probe_indices.tolist(), "labels": labels.tolist()}))
 
 
-def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_start: float) -> None:
+def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_start: float, tracker=None) -> None:
     """Steps until cfg.steps, each reseeded from (seed, step) so that a resumed run continues bitwise; logs,
     snapshots, checkpoints and evaluations at their cadences; alarms checked on every step's metrics."""
     cfg = state.cfg
@@ -221,13 +243,13 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_
         bar.update(1)
         alarms = monitor.check(state.step, metrics)
         for alarm in alarms if main else ():
-            rundir.append_jsonl(run / layout.METRICS, alarm.record(cfg.alarm_policy))
+            _log(run, alarm.record(cfg.alarm_policy), tracker)
             tqdm.write(f"repae-lab alarm [{alarm.kind}]: {alarm.message} (policy: {cfg.alarm_policy})", file=sys.stderr)
         if alarms and cfg.alarm_policy == "stop":
             raise TrainingStopped(f"{alarms[0].message}; stopped (alarm_policy=stop). The last checkpoint is kept: "
                                   f"resume with `repae-lab train --resume {run}` or roll back by hand.")
         if alarms and cfg.alarm_policy == "rollback":
-            _roll_back(state, run, alarms[0], rollbacks)
+            _roll_back(state, run, alarms[0], rollbacks, tracker)
             rollbacks += 1
             monitor.reset()
             window = []
@@ -237,22 +259,22 @@ def _loop(state: TrainState, run: Path, progress: bool, on_metrics, evaluate, t_
             continue
         if cfg.log_every and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
             if main:
-                last = _flush(run, state.step, window, t_start)
+                last = _flush(run, state.step, window, t_start, tracker)
                 bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in PROGRESS_KEYS if k in last})
                 if on_metrics is not None:
                     on_metrics(state.step, last)
             window = []
         if cfg.snapshot_every and state.step % cfg.snapshot_every == 0 and state.step != cfg.steps and main:
-            _snapshot(state, run)
+            _snapshot(state, run, tracker)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step != cfg.steps:
             _checkpoint(state, run)
         if cfg.eval_every and evaluate is not None and (state.step % cfg.eval_every == 0 or state.step == cfg.steps):
-            _evaluate(state, run, evaluate)
+            _evaluate(state, run, evaluate, tracker)
     bar.close()
     if window and main:
-        _flush(run, state.step, window, t_start)
+        _flush(run, state.step, window, t_start, tracker)
     if main:
-        _snapshot(state, run)
+        _snapshot(state, run, tracker)
     _checkpoint(state, run)
 
 
@@ -274,15 +296,22 @@ def _run_step(state: TrainState, x, y, gen, latents=None) -> dict[str, float]:
                               f"config).") from err
 
 
-def _flush(run: Path, step: int, window: list[dict[str, float]], t_start: float) -> dict[str, float]:
+def _flush(run: Path, step: int, window: list[dict[str, float]], t_start: float, tracker=None) -> dict[str, float]:
     """One metrics-log line: the means of the interval's steps, and for `skipped/*` the count of updates fp16's
     scaler skipped in it (the summary adds them up)."""
     keys = {k for m in window for k in m}
     means = {k: sum(m[k] for m in window if k in m) / (1 if k.startswith(SKIP_PREFIX) else sum(1 for m in window if k in m))
              for k in keys}
     record = {"step": step, "time": round(time.time() - t_start, 3), **{k: means[k] for k in sorted(means)}}
-    rundir.append_jsonl(run / layout.METRICS, record)
+    _log(run, record, tracker)
     return means
+
+
+def _log(run: Path, record: dict[str, Any], tracker) -> None:
+    """One metrics-log record, also handed to the tracker when there is one (rank 0 only)."""
+    rundir.append_jsonl(run / layout.METRICS, record)
+    if tracker is not None:
+        tracker.record(record)
 
 
 @contextmanager
@@ -299,20 +328,22 @@ def _disk_errors(what: str, step: int, run: Path):
                        f"keep_checkpoints), then `repae-lab train --resume {run}`.") from err
 
 
-def _snapshot(state: TrainState, run: Path) -> None:
+def _snapshot(state: TrainState, run: Path, tracker=None) -> None:
     """The probe set through the current networks: what every probe and widget reads after the fact."""
     if state.probe_indices is None:
         return
     tensors, info = take_snapshot(state)
     with _disk_errors("probe snapshot", state.step, run):
         rundir.save_snapshot(run, state.step, tensors, info)
+    if tracker is not None:
+        tracker.snapshot(state, tensors)
 
 
-def _evaluate(state: TrainState, run: Path, evaluate: Evaluate) -> None:
+def _evaluate(state: TrainState, run: Path, evaluate: Evaluate, tracker=None) -> None:
     """Rank 0 evaluates and logs the record; the others wait, so all leave the step together."""
     if dist.is_main():
         with _disk_errors("evaluation", state.step, run):
-            rundir.append_jsonl(run / layout.METRICS, evaluate(state, run))
+            _log(run, evaluate(state, run), tracker)
     dist.barrier()
 
 
@@ -331,7 +362,7 @@ def _truncate_metrics(run: Path, step: int) -> None:
     rundir.atomic_write_text(run / layout.METRICS, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def _roll_back(state: TrainState, run: Path, alarm, rollbacks: int) -> None:
+def _roll_back(state: TrainState, run: Path, alarm, rollbacks: int, tracker=None) -> None:
     """alarm_policy=rollback: back to the last good checkpoint with lower learning rates, a bounded number of times."""
     cfg = state.cfg
     ckpt = rundir.latest_good_checkpoint(run)
@@ -348,6 +379,5 @@ def _roll_back(state: TrainState, run: Path, alarm, rollbacks: int) -> None:
     if not dist.is_main():
         return
     _truncate_metrics(run, state.step)
-    rundir.append_jsonl(run / layout.METRICS, {
-        "step": state.step, "event": "rollback", "alarm": alarm.kind, "checkpoint": ckpt.name, "lr_factor": factor,
-        "lrs": {k: o.param_groups[0]["lr"] for k, o in state.optimizers.named().items()}})
+    _log(run, {"step": state.step, "event": "rollback", "alarm": alarm.kind, "checkpoint": ckpt.name, "lr_factor": factor,
+               "lrs": {k: o.param_groups[0]["lr"] for k, o in state.optimizers.named().items()}}, tracker)
