@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import rundir
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, resolve_config
 from ..evaluation import evaluate_run
 from ..evaluation.records import protocol_tag
 from ..jobs.parallel_training import RunJob, check_jobs, train_in_parallel
 from ..jobs.progress import Phase
 from ..jobs.shared_networks import prepare_shared_networks
+from ..models.devices import pick_device
 from ..probes import ProbeSettings, load_probes, probe_run
 from ..rundir import RunError, layout
 from ..sampling import SamplingSpec
@@ -58,6 +59,18 @@ def probe_and_evaluate(cfgs: dict[str, Config], runs: dict[str, Path], *, eval_n
     return rows
 
 
+def with_device_speed_switches(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The quickstart's runs on a GPU replay each step as a CUDA graph: a workshop step is a few thousand tiny
+    kernels, and launching them took 75 ms per step on an H200 (docs/performance.md), longer than running them.
+    They still train side by side, one process each, as on a CPU: starting a process (imports, CUDA, the
+    networks) is then paid once in parallel. A setting the caller made is kept."""
+    overrides = dict(overrides or {})
+    cfg = resolve_config(preset, overrides=overrides)
+    if pick_device(cfg.device).type == "cuda" and cfg.mixed_precision != "fp16":
+        overrides.setdefault("cuda_graphs", True)
+    return overrides
+
+
 def quickstart(out: str | Path, *, preset: str = "workshop", recipes=QUICKSTART_RECIPES,
                overrides: dict[str, Any] | None = None, jobs: int = 3, eval_n: int = 1000, progress: bool = True,
                log: Callable[[str], None] = print) -> Path:
@@ -67,7 +80,8 @@ def quickstart(out: str | Path, *, preset: str = "workshop", recipes=QUICKSTART_
         raise RunError(f"--out '{out}' is a file; pass a folder for the runs and the report.")
     if jobs < 1 or eval_n < 4:
         raise ConfigError(f"--jobs must be at least 1 and --eval-n at least 4, got {jobs} / {eval_n}.")
-    run_jobs = [RunJob(r, out / "runs" / r, preset, r, dict(overrides or {})) for r in recipes]
+    overrides = with_device_speed_switches(preset, overrides)
+    run_jobs = [RunJob(r, out / "runs" / r, preset, r, overrides) for r in recipes]
     check_jobs(run_jobs)                                # a folder holding another run fails before any work
     cfgs = {j.name: j.config() for j in run_jobs}
     runs = {j.name: j.run for j in run_jobs}
