@@ -1,4 +1,4 @@
-"""The trackers of a training run, as the training loop calls them (training/loop.py `track`; app/launch.py hands
+"""The trackers of a training run, as the training loop calls them (training/loop.py `track`; jobs/launch.py hands
 `run_tracker` in). Rank 0 only.
 
 A tracker never stops a run: when one fails (a full disk under RUN/tensorboard, a W&B service that dies) it says
