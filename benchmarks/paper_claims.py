@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/paper_claims.py --out runs/claims            # the whole benchmark
     .venv/bin/python benchmarks/paper_claims.py --out runs/claims --quick    # one seed
     .venv/bin/python benchmarks/paper_claims.py --out /tmp/smoke --smoke           # CI: a handful of steps
+    .venv/bin/python benchmarks/paper_claims.py --out runs/claims --only followups # iREPA / HASTE arms alone
 
 At equal steps and 3 seeds each it trains the four recipes, the three repa-e ablations, a control whose VAE
 trains on its regularisation losses only (vae_align_proj_coeff=0: a VAE that merely trained longer), REPA with
@@ -11,6 +12,11 @@ repa-e run, against the repa run on the original VAE). Then, to find where end-t
 against repa-e in four other regimes (one seed; --quick runs seed 0 and the first regime). It writes OUT/paper_claims.md (the tables,
 with mean ± std over seeds and a verdict per claim), OUT/paper_claims.json and the PNG plots, and prints the
 tables. Finished runs are reused and interrupted ones resume: run the same command again after a stop.
+
+The REPA follow-ups (docs/repa_followups.md) have arms of their own: repa and repa-e each with iREPA (conv
+projector + spatial target normalisation) and each with HASTE (the REPA term stopped halfway), against the repa
+and repa-e arms at the same seeds. They write OUT/repa_followups.md and .json, with a verdict per claim.
+`--only` picks parts: claims (the sections 1-6 and their verdicts), regimes (section 7), followups.
 """
 from __future__ import annotations
 
@@ -42,6 +48,17 @@ REGIMES = {
     "larger latent (8 channels)": {"vae": "workshop-16-c8"},
     "longer run (2x steps)": {"steps": "2x"},
 }
+# the REPA follow-ups, on the recipes that use REPA; "half" = the run's steps // 2. HASTE stops at a fixed
+# iteration (250K of its SiT-XL/2 runs); halfway is where a workshop run's FD curve begins to flatten.
+IREPA = {"projector": "conv", "target_norm": "spatial"}
+FOLLOWUP_ARMS = (
+    Arm("repa iREPA", "repa", IREPA, note="conv projector + spatially normalised targets (arXiv 2512.10794)"),
+    Arm("repa-e iREPA", "repa-e", IREPA, note="the same on both REPA terms of repa-e"),
+    Arm("repa HASTE", "repa", {"repa_stop_step": "half"}, note="REPA term off from half the run (arXiv 2505.16792)"),
+    Arm("repa-e HASTE", "repa-e", {"repa_stop_step": "half"}, note="both REPA terms off from half the run"),
+)
+FOLLOWUP_BASELINES = ("repa", "repa-e")      # the MAIN_ARMS the follow-ups are compared with
+PARTS = ("claims", "regimes", "followups")
 SETTINGS = {   # what --quick and --smoke change; the full benchmark is the preset at its length
     # the regimes are a search (where does E2E help most?), run at one seed to keep the whole under 2 hours
     "full": dict(seeds=[0, 1, 2], regime_seeds=[0], common={}),
@@ -66,6 +83,65 @@ def regime_arms(steps: int, skip=()) -> list[Arm]:
             overrides["checkpoint_every"] = overrides["steps"] // 2
         arms += [Arm(f"R{i + 1} {recipe}", recipe, overrides, note=regime) for recipe in ("repa", "repa-e")]
     return arms
+
+
+def followup_arms(steps: int) -> list[Arm]:
+    """FOLLOWUP_ARMS with "half" resolved against the run length."""
+    return [Arm(a.name, a.recipe, {k: (steps // 2 if v == "half" else v) for k, v in a.overrides.items()},
+                note=a.note) for a in FOLLOWUP_ARMS]
+
+
+def baseline_arms() -> list[Arm]:
+    return [a for a in MAIN_ARMS if a.name in FOLLOWUP_BASELINES]
+
+
+def reached_speedups(slow, fast) -> list[float | None]:
+    """speedup per seed pair, with 0 where `fast` never reached `slow`'s final FD within its run (no speed-up, not
+    a missing number); None only where it cannot be read (no curve, or `slow` never got below the start)."""
+    ups = []
+    for s_, f_ in seed_pairs(slow, fast):
+        x = speedup(s_, f_)[1]
+        ups.append(0.0 if x is None and s_.fd and f_.fd and f_.fd[0][1] > s_.fd[-1][1] else x)
+    return ups
+
+
+def write_followups_report(out: Path, results, seeds, wall_s: float, command: str) -> str:
+    """OUT/repa_followups.md: FD curves, speed-ups and one verdict per claim of iREPA and HASTE, each from the
+    numbers of its arm and its baseline at the same seeds."""
+    g = by_arm(results)
+    fmt = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
+    finals = {a: [r.final_fd for r in g.get(a, [])] for a in list(FOLLOWUP_BASELINES) + [a.name for a in FOLLOWUP_ARMS]}
+    fd = {a: mean(v) for a, v in finals.items()}
+    names = list(FOLLOWUP_BASELINES) + [a.name for a in FOLLOWUP_ARMS]
+    fd_plot(results, names, out / "followups_fd_against_steps.png", title="FD against steps, REPA follow-ups")
+    pairs = [(base, f"{base} {method}") for method in ("iREPA", "HASTE") for base in FOLLOWUP_BASELINES]
+    rows = [speedup_row(f"{arm} against {base}", g.get(base, []), g.get(arm, [])) for base, arm in pairs]
+    claims = []
+    for base in FOLLOWUP_BASELINES:
+        arm = f"{base} iREPA"
+        ups = reached_speedups(g.get(base, []), g.get(arm, []))
+        claims.append(verdict(holds(lambda x: x > 1.0, mean(ups)), f"iREPA speeds up {base}",
+                              f"speed-up to {base}'s final FD {fmt(mean(ups))}x (0 where it never got there); final "
+                              f"FD {fmt(fd[arm])} against {fmt(fd[base])}", (ups, [1.0] * len(ups))))
+    for base in FOLLOWUP_BASELINES:
+        arm = f"{base} HASTE"
+        claims.append(verdict(holds(lambda haste, full: haste < full, fd[arm], fd[base]),
+                              f"stopping {base}'s REPA term halfway (HASTE) ends at a better FD than keeping it",
+                              f"final FD {fmt(fd[arm])} against {fmt(fd[base])}", (finals[arm], finals[base])))
+    sections = [f"Seeds {list(seeds)}; mean ± std over seeds; FD from the in-training evaluations (workshop "
+                f"evaluator); wall time {wall_s / 60:.1f} min; `{command}`",
+                "### Which follow-up claims reproduce at this scale", "\n".join(claims),
+                "### Arms", markdown_table(["arm", "what it is", "final FD", "class accuracy"],
+                    [[a, next((x.note for x in FOLLOWUP_ARMS if x.name == a), "the baseline"),
+                      spread(finals[a]), spread([r.final_accuracy for r in g.get(a, [])], 3)] for a in names]),
+                "### FD against steps", "![FD against steps](followups_fd_against_steps.png)",
+                fd_at_each_evaluation(results, names),
+                "### Speed-up to the baseline's final FD", markdown_table(
+                    ["arm against its baseline", "baseline final FD", "steps the arm needs", "speed-up", "seeds reached"],
+                    rows)]
+    text = "\n\n".join(sections) + "\n"
+    (out / "repa_followups.md").write_text(text)
+    return text
 
 
 def channel_std_table(groups, arms) -> str:
@@ -222,6 +298,8 @@ def main() -> None:
     size.add_argument("--smoke", action="store_true", help="a handful of steps: checks that the tables and plots come out")
     parser.add_argument("--jobs", type=int, default=3, help="runs trained at once (one thread each)")
     parser.add_argument("--no-regimes", action="store_true", help="leave out section 7 (where E2E helps most)")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="train and report only these parts (default: all)")
     parser.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     from repae_lab.config import resolve_config
@@ -230,18 +308,30 @@ def main() -> None:
     out = Path(args.out)
     common = {**PROTOCOL, **setting["common"], **parse_overrides(args.sets)}
     steps = resolve_config(args.preset, overrides=dict(common)).steps
-    regimes = [] if args.no_regimes else regime_arms(steps, setting.get("skip_regimes", ()))
+    only = set(args.only)
+    regimes = [] if args.no_regimes or "regimes" not in only else regime_arms(steps, setting.get("skip_regimes", ()))
+    main_arms = list(MAIN_ARMS) if "claims" in only else (baseline_arms() if "followups" in only else [])
+    followups = followup_arms(steps) if "followups" in only else []
     t0 = time.time()
-    groups = [(MAIN_ARMS, setting["seeds"])] + ([(regimes, setting["regime_seeds"])] if regimes else [])
+    groups = [(main_arms + followups, setting["seeds"])] + ([(regimes, setting["regime_seeds"])] if regimes else [])
     train_arms(out, args.preset, groups, common, processes=args.jobs)
-    results = collect(out, MAIN_ARMS, setting["seeds"]) + (collect(out, regimes, setting["regime_seeds"]) if regimes else [])
     command = (f"python benchmarks/paper_claims.py --out {args.out}" + (" --quick" if args.quick else "")
-               + (" --smoke" if args.smoke else "") + (f" --set {' '.join(args.sets)}" if args.sets else ""))
-    text = write_report(out, results, MAIN_ARMS, regimes, setting["seeds"], time.time() - t0, command)
-    write_json(out / "paper_claims.json", results, {"command": command, "common": common,
-                                                     "arms": {a.name: a.note for a in list(MAIN_ARMS) + regimes}})
-    print(text)
-    print(f"written: {out / 'paper_claims.md'} and its plots")
+               + (" --smoke" if args.smoke else "") + (f" --set {' '.join(args.sets)}" if args.sets else "")
+               + (f" --only {' '.join(args.only)}" if only != set(PARTS) else ""))
+    if "claims" in only or regimes:
+        results = collect(out, MAIN_ARMS, setting["seeds"]) + (collect(out, regimes, setting["regime_seeds"]) if regimes else [])
+        text = write_report(out, results, MAIN_ARMS, regimes, setting["seeds"], time.time() - t0, command)
+        write_json(out / "paper_claims.json", results, {"command": command, "common": common,
+                                                         "arms": {a.name: a.note for a in list(MAIN_ARMS) + regimes}})
+        print(text)
+        print(f"written: {out / 'paper_claims.md'} and its plots")
+    if followups:
+        results = collect(out, baseline_arms() + followups, setting["seeds"])
+        text = write_followups_report(out, results, setting["seeds"], time.time() - t0, command)
+        write_json(out / "repa_followups.json", results, {"command": command, "common": common,
+                                                           "arms": {a.name: a.note for a in followups}})
+        print(text)
+        print(f"written: {out / 'repa_followups.md'} and its plot")
 
 
 if __name__ == "__main__":

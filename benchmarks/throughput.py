@@ -20,6 +20,13 @@ SD-VAE (f8c4) or the f16c32 VAE architecture, SiT-XL/2 or XL/1, DINOv2-B/14 and 
 randomly initialised, and for the perceptual loss LPIPS-VGG's architecture with random weights (LPIPS needs
 downloaded VGG16 weights; the network and hence its cost is the same). `--set key=value` overrides config keys
 for every size, e.g. `--set sit_size=B` or `--set resolution=64 sit_size=S` to try the paper path on a CPU.
+
+`--variants followups` times the REPA follow-ups (docs/repa_followups.md) against the default step in one run:
+every variant's networks are built first and their steps timed in turn, round by round, so that a shared
+machine's load falls on all of them alike; each row then gives its step time as a ratio to the default's.
+
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --device cpu --threads 1 --recipes repa,repa-e \
+        --variants followups --steps 20
 """
 from __future__ import annotations
 
@@ -74,6 +81,17 @@ SIZES = {
 }
 SIZE_GROUPS = {"paper": ("xl2-sdvae", "xl1-f16"), "all": tuple(SIZES)}
 DEFAULT_BATCH = {"workshop": 32, "xl2-sdvae": 32, "xl1-f16": 32}   # 32 = the paper's 256 over 8 GPUs
+# named sets of config overrides timed side by side (--variants); the first of each set is the reference
+VARIANTS = {
+    "followups": {
+        "default": {},
+        "iREPA conv projector": {"projector": "conv"},
+        "iREPA target norm": {"target_norm": "spatial"},
+        "iREPA (both)": {"projector": "conv", "target_norm": "spatial"},
+        # stopped before the first timed step: the cost of a step after HASTE's stop (before it, the default's)
+        "HASTE after its stop": {"repa_stop_step": 1},
+    },
+}
 
 # Dense (no 2:4 sparsity) tensor-core peaks in TFLOP/s from NVIDIA's datasheets, by a substring of
 # torch.cuda.get_device_name(); first match wins, so the specific names come first. "fp32" is the TF32 peak:
@@ -416,6 +434,36 @@ def run_one(size: str, kind: str, batch: int, args, device: torch.device, peak: 
     return row
 
 
+def run_variants(size: str, kind: str, batch: int, args, device: torch.device) -> list[dict]:
+    """One row per variant of args.variants, their steps timed in turn round by round (so that a machine's
+    changing load falls on all alike), each with its median step time as a ratio to the first variant's."""
+    variants = VARIANTS[args.variants]
+    runs = {}
+    for name, overrides in variants.items():
+        state = make_state(size, kind, device, args.precision, batch, dict(args.overrides, **overrides))
+        runs[name] = (state, step_function(state, kind, batch), [])
+    for i in range(args.warmup + args.steps):
+        for name, (state, run, times) in runs.items():
+            gen = torch.Generator().manual_seed(i)
+            _sync(device)
+            t0 = time.perf_counter()
+            run(gen)
+            _sync(device)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+            state.step += 1
+    reference = statistics.median(runs[next(iter(variants))][2])
+    rows = []
+    for name, (state, _, times) in runs.items():
+        step_s = statistics.median(times)
+        rows.append(dict(size=size, recipe=kind, batch=batch, precision=args.precision, variant=name,
+                         overrides=dict(args.overrides, **variants[name]), step_ms=step_s * 1e3,
+                         step_ms_all=[t * 1e3 for t in times], images_per_s=batch / step_s,
+                         ratio_to_default=step_s / reference))
+    release_memory(device)
+    return rows
+
+
 def format_row(r: dict) -> str:
     head = f"{r['recipe']:<17} {r['size']:<10} {r['batch']:>5} {r['precision']:>5}"
     if "error" in r:
@@ -458,6 +506,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="profile one more step of each configuration and print "
                                                             "its top kernels (into --json too)")
     p.add_argument("--json", default=None, metavar="OUT", help="write every figure, the machine and the command here")
+    p.add_argument("--variants", default=None, choices=tuple(VARIANTS),
+                   help="time these named config variants side by side, as ratios to the first (step time only)")
     args = p.parse_args(argv)
     sizes: list[str] = []
     for s in _csv(args.sizes):
@@ -510,10 +560,24 @@ def main(argv=None) -> int:
     print(f"# {device_name}; torch {torch.__version__}; {torch.get_num_threads()} threads{busy}; precision "
           f"{args.precision}; peak {f'{peak:g} TFLOP/s' if peak else 'unknown (MFU n/a; pass --peak-tflops)'}")
     print(f"# command: {command}")
-    print(HEADER)
+    if not args.variants:
+        print(HEADER)
     # on the CPU the peak RSS includes the Python / torch / diffusers runtime: say how much that is
     machine["rss_before_first_config_bytes"] = _proc_status_bytes("VmRSS") if device.type == "cpu" else None
     rows = []
+    if args.variants:
+        print(f"{'recipe':<9} {'size':<10} {'variant':<24} {'step ms':>9} {'images/s':>9} {'x default':>9}")
+        for size in args.sizes:
+            for kind in args.recipes:
+                for batch in args.batch or [DEFAULT_BATCH[size]]:
+                    for r in run_variants(size, kind, batch, args, device):
+                        rows.append(r)
+                        print(f"{kind:<9} {size:<10} {r['variant']:<24} {r['step_ms']:>9.1f} {r['images_per_s']:>9.1f} "
+                              f"{r['ratio_to_default']:>9.3f}", flush=True)
+        print(f"# step ms = median of {args.steps} steps after {args.warmup} warm-up, the variants' steps in turn")
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(machine=machine, command=command, rows=rows), indent=1))
+        return 0
     for size in args.sizes:
         for kind in args.recipes:
             for batch in args.batch or [DEFAULT_BATCH[size]]:

@@ -51,6 +51,16 @@ def repa_loss(projected: list[torch.Tensor], targets: list[torch.Tensor]) -> tor
     return torch.stack(losses).mean()
 
 
+def spatial_normalize(tokens: torch.Tensor, gamma: float, eps: float = 1e-6) -> torch.Tensor:
+    """iREPA's spatial normalisation of target tokens (N, T, D) (arXiv 2512.10794; its README and code): per image
+    and channel, subtract gamma x the mean over the T tokens and divide by the tokens' std (unbiased, + eps). The
+    component every token shares (global information) shrinks, the contrast between tokens (spatial structure)
+    stays, and REPA's cosine then aligns the SiT with that structure. Subtracting a constant leaves the std as
+    it is, so the order of the two steps does not matter."""
+    tokens = tokens.float()
+    return (tokens - gamma * tokens.mean(dim=1, keepdim=True)) / (tokens.std(dim=1, keepdim=True) + eps)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # VAE regularisation L_REG (REPAE_FACTS section 1), computed in fp32.
 

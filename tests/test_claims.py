@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, load_claims, speedup, spread, steps_to_reach,
-                                          train_arms)
+from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, load_claims, load_followups, speedup, spread,
+                                          steps_to_reach, train_arms)
 
 SMOKE = ["steps=6", "batch_size=8", "vae_pretrain_steps=20", "encoder_steps=30", "probe_size=20", "snapshot_recons=4",
          "latent_stats_batches=1", "log_every=1", "snapshot_every=3", "checkpoint_every=3", "eval_every=3",
@@ -105,6 +105,14 @@ def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_th
     assert any(k.startswith("final FD/repa-e/") for k in summary["headline"])
     html = (tmp_path / "nb" / summary["html"]).read_text()
     assert "Which claims reproduce" in html and "image/png" in html
+    # the REPA follow-ups ran with the rest (no --only): their own report, and notebook 08's section shows it
+    followups = (out / "repa_followups.md").read_text()
+    assert len([l for l in followups.splitlines() if l.startswith("- **")]) == 4
+    for arm in ("repa iREPA", "repa-e iREPA", "repa HASTE", "repa-e HASTE"):
+        assert f"| {arm} |" in followups, arm
+    assert json.loads((out / "repa-e HASTE-s0" / "config.json").read_text())["repa_stop_step"] == 3
+    assert json.loads((out / "repa iREPA-s0" / "config.json").read_text())["projector"] == "conv"
+    assert "Which follow-up claims reproduce" in html
 
 
 def _paper_claims_module():
@@ -125,6 +133,32 @@ def test_a_verdict_says_when_it_rests_on_one_seed_or_sits_inside_the_spread_whic
     assert "as claimed" in verdict(True, "c", "e", ([0.9, 1.3], [1.0, 1.4]))
     assert verdict(True, "c", "e", ([0.1, 0.11], [1.0, 1.01])).startswith("- **c**: reproduces here;")
     assert "not measured" in verdict(None, "c", "e", ([1.0], [2.0]))
+
+
+def test_the_follow_up_arms_are_repa_and_repa_e_each_with_irepa_and_with_haste(tmp_path):
+    bench = _paper_claims_module()
+    arms = {a.name: a for a in bench.followup_arms(500)}
+    assert {a.recipe for a in arms.values()} == {"repa", "repa-e"} and len(arms) == 4
+    assert arms["repa-e iREPA"].overrides == {"projector": "conv", "target_norm": "spatial"}
+    assert arms["repa HASTE"].overrides == {"repa_stop_step": 250}            # halfway through 500 steps
+    assert [a.name for a in bench.baseline_arms()] == ["repa", "repa-e"]
+    assert load_followups(tmp_path) is None
+
+
+def test_the_follow_up_report_gives_a_verdict_per_claim_from_the_numbers(tmp_path):
+    bench = _paper_claims_module()
+    curve = lambda end: [(0, 100.0), (100, 60.0), (200, end)]
+    results = [_result("repa", curve(40.0), s) for s in (0, 1)] + [_result("repa-e", curve(30.0), s) for s in (0, 1)]
+    results += [_result("repa iREPA", [(0, 100.0), (100, 38.0), (200, 30.0)], s) for s in (0, 1)]
+    results += [_result("repa-e iREPA", curve(31.0 + s), s) for s in (0, 1)]
+    results += [_result("repa HASTE", curve(45.0 + s), s) for s in (0, 1)]
+    text = bench.write_followups_report(tmp_path, results, [0, 1], 60.0, "cmd")
+    verdicts = {l.split("**")[1]: l for l in text.splitlines() if l.startswith("- **")}
+    assert "reproduces here" in verdicts["iREPA speeds up repa"] and "2.00x" in verdicts["iREPA speeds up repa"]
+    assert "does not reproduce" in verdicts["iREPA speeds up repa-e"]
+    assert "does not reproduce" in next(v for k, v in verdicts.items() if k.startswith("stopping repa'"))
+    assert "not measured" in next(v for k, v in verdicts.items() if k.startswith("stopping repa-e'"))
+    assert (tmp_path / "repa_followups.md").read_text() == text
 
 
 def test_paper_claims_quick_is_seed_0_of_the_full_benchmark_so_the_full_reuses_its_runs():

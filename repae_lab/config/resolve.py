@@ -27,6 +27,8 @@ def _suggest(word: str, choices) -> str:
 # values an earlier version wrote into config.json, and what they mean now
 LEGACY_VALUES = {"compile": {False: "none", True: "full", "false": "none", "true": "full"}}
 COMPILE_MODES = ("none", "regional", "full")
+PROJECTORS = ("mlp", "conv")            # REPA's MLP, iREPA's convolution (models/sit.py build_projector)
+TARGET_NORMS = ("none", "spatial")      # losses.py spatial_normalize
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -164,6 +166,17 @@ def _check_ranges(cfg: Config) -> None:
     need(0 < cfg.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {cfg.bn_momentum}.")
     need(cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}.")
     need(all(0.0 <= t <= 1.0 for t in cfg.snapshot_t), f"snapshot_t values must lie in [0, 1], got {cfg.snapshot_t}.")
+    need(cfg.projector in PROJECTORS, f"projector must be one of {', '.join(PROJECTORS)}, got '{cfg.projector}'."
+         f"{_suggest(cfg.projector, PROJECTORS)}")
+    need(cfg.projector_kernel >= 1 and cfg.projector_kernel % 2 == 1,
+         f"projector_kernel must be an odd number of tokens (1, 3, 5, ...) so the grid keeps its size, got "
+         f"{cfg.projector_kernel}.")
+    need(cfg.target_norm in TARGET_NORMS, f"target_norm must be one of {', '.join(TARGET_NORMS)}, got "
+         f"'{cfg.target_norm}'.{_suggest(cfg.target_norm, TARGET_NORMS)}")
+    need(0 <= cfg.target_norm_gamma <= 1, f"target_norm_gamma must be in [0, 1] (the share of the token mean "
+         f"subtracted; iREPA uses 0.6), got {cfg.target_norm_gamma}.")
+    need(cfg.repa_stop_step is None or cfg.repa_stop_step >= 0,
+         f"repa_stop_step must be 0 or more (0 or none = never stop), got {cfg.repa_stop_step}.")
     for key in ("proj_coeff", "vae_align_proj_coeff", "l1_weight", "perceptual_weight", "kl_weight", "gan_weight", "weight_decay"):
         need(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}.")
 

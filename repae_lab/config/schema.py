@@ -31,6 +31,12 @@ class Config:
     patch_size: int = 2
     alignment_depth: int = 2           # REPA reads the SiT hidden state after this many blocks
     projector_dim: int = 256           # width of the REPA projector MLP (2048 in the paper)
+    projector: str = "mlp"             # mlp: REPA's 3-layer MLP on each token | conv: iREPA's one convolution on the
+                                       # token grid, so the projected token sees its neighbours (docs/repa_followups.md)
+    projector_kernel: int = 3          # the conv projector's kernel side (odd; iREPA's README uses 3)
+    target_norm: str = "none"          # none | spatial: iREPA's normalisation of the target tokens over the token grid,
+                                       # (x - gamma * mean) / std per channel, which keeps their spatial contrast
+    target_norm_gamma: float = 0.6     # how much of the per-channel token mean `spatial` subtracts (iREPA's code: 0.6)
     class_dropout_prob: float = 0.1    # label dropout for classifier-free guidance
     target_encoder: str = "workshop"   # a TARGET_ENCODERS name
     target_encoder_weights: str | None = None  # local weights file or hub id for pretrained encoders
@@ -77,6 +83,8 @@ class Config:
     # loss weights (REPAE_FACTS section 1)
     proj_coeff: float = 0.5            # REPA weight on the SiT / projector side
     vae_align_proj_coeff: float = 1.5  # REPA weight on the VAE side
+    repa_stop_step: int | None = None  # HASTE: from this step on the REPA term is gone, on the SiT and the VAE side
+                                       # (no loss, no gradient, no projector or target pass); None or 0 = never
     bn_momentum: float = 0.1           # latent BatchNorm momentum
     l1_weight: float = 1.0
     perceptual_weight: float = 1.0

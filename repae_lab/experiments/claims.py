@@ -343,27 +343,41 @@ def write_json(path: str | Path, results: Sequence[RunResult], extra: dict[str, 
 # ---------------------------------------------------------------------------------------------------------
 # reading a benchmark's output folder back (notebook 08)
 
-BENCHMARKS = {"paper_claims": "benchmarks/paper_claims.py", "workshop_claims": "benchmarks/workshop_claims.py"}
+BENCHMARKS = {"paper_claims": "benchmarks/paper_claims.py", "workshop_claims": "benchmarks/workshop_claims.py",
+              "repa_followups": "benchmarks/paper_claims.py --only followups"}
 
 
 @dataclass
 class ClaimsOutput:
     folder: Path
-    name: str                        # paper_claims | workshop_claims
+    name: str                        # paper_claims | workshop_claims | repa_followups
     markdown: str                    # the tables and verdicts, as the benchmark wrote them
     data: dict[str, Any]             # the numbers behind them
     plots: list[Path]
 
 
 def load_claims(folder: str | Path) -> ClaimsOutput:
-    """What a claims benchmark wrote to `folder`; a ValueError that names the command when it wrote nothing."""
+    """What a claims benchmark wrote to `folder` (the paper's claims first, the follow-ups alone when only they
+    ran); a ValueError that names the command when it wrote nothing."""
     folder = Path(folder)
     for name in BENCHMARKS:
-        md, js = folder / f"{name}.md", folder / f"{name}.json"
-        if md.is_file() and js.is_file():
-            return ClaimsOutput(folder, name, md.read_text(), json.loads(js.read_text()), sorted(folder.glob("*.png")))
+        if (output := _load(folder, name)) is not None:
+            return output
     raise ValueError(f"'{folder}' holds no benchmark results; run `python {BENCHMARKS['paper_claims']} --out "
                      f"{folder}` (or --quick, or {BENCHMARKS['workshop_claims']}) first.")
+
+
+def load_followups(folder: str | Path) -> ClaimsOutput | None:
+    """What `paper_claims.py --only followups` (or a whole run of it) wrote to `folder`; None before it ran."""
+    return _load(Path(folder), "repa_followups")
+
+
+def _load(folder: Path, name: str) -> ClaimsOutput | None:
+    md, js = folder / f"{name}.md", folder / f"{name}.json"
+    if not (md.is_file() and js.is_file()):
+        return None
+    plots = sorted(p for p in folder.glob("*.png") if p.name.startswith("followups_") == (name == "repa_followups"))
+    return ClaimsOutput(folder, name, md.read_text(), json.loads(js.read_text()), plots)
 
 
 def fd_figure_from_output(output: ClaimsOutput):

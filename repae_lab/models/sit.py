@@ -6,8 +6,9 @@ Design follows DiT/SiT/REPA so that released REPA / REPA-E checkpoints load with
 
 * t in [0, 1] is embedded directly (no x1000 rescaling as in DiT's integer steps).
 * Class conditioning has an extra "null" row ``num_classes`` for classifier-free guidance.
-* After block ``alignment_depth`` the hidden tokens go through one MLP projector per target
-  encoder (REPA alignment loss is computed outside this module).
+* After block ``alignment_depth`` the hidden tokens go through one projector per target
+  encoder (REPA alignment loss is computed outside this module): REPA's MLP on each token, or
+  iREPA's convolution on the token grid (``projector_type="conv"``, arXiv 2512.10794).
 * ``bn`` normalises clean VAE latents before noising (REPA-E); it has no affine params so
   the diffusion model cannot "learn away" the latent scale, and gradients flow to the VAE.
 """
@@ -41,6 +42,8 @@ class SiTConfig:
     alignment_depth: int = 8  # REPA reads the hidden state after this many blocks (1-based)
     projector_dim: int = 2048
     z_dims: tuple[int, ...] = (768,)  # one projector per target encoder, output width each
+    projector_type: str = "mlp"  # mlp (REPA) | conv (iREPA: one k x k convolution on the token grid)
+    projector_kernel: int = 3  # the conv projector's kernel side (odd, so the grid keeps its size)
     bn_momentum: float = 0.1
     qk_norm: bool = False  # per-head LayerNorm on q and k (timm-style keys q_norm/k_norm)
 
@@ -224,7 +227,27 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C)
 
 
-def build_projector(dim: int, projector_dim: int, z_dim: int) -> nn.Sequential:
+class ConvProjector(nn.Module):
+    """iREPA's projector (arXiv 2512.10794): one convolution over the token grid in place of the per-token MLP,
+    so that each projected token is made from its neighbours too and the alignment transfers spatial structure.
+    Its weights keep PyTorch's conv init: SiT.initialize_weights re-initialises Linears only, as iREPA's does."""
+
+    def __init__(self, dim: int, z_dim: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, z_dim, kernel, padding=kernel // 2)   # same-size output for an odd kernel
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, t, d = x.shape
+        side = math.isqrt(t)                      # the SiT's token grid is square (input_size // patch_size)
+        grid = x.transpose(1, 2).reshape(n, d, side, side)                  # (N, D, h, w), row-major tokens
+        return self.conv(grid).flatten(2).transpose(1, 2)                   # (N, T, z_dim)
+
+
+def build_projector(dim: int, projector_dim: int, z_dim: int, kind: str = "mlp", kernel: int = 3) -> nn.Module:
+    if kind == "conv":
+        return ConvProjector(dim, z_dim, kernel)
+    if kind != "mlp":
+        raise ValueError(f"projector_type must be mlp or conv, got '{kind}'")
     # Keys .0/.2/.4 match REPA's projector MLPs.
     return nn.Sequential(
         nn.Linear(dim, projector_dim), nn.SiLU(),
@@ -251,7 +274,8 @@ class SiT(nn.Module):
         self.blocks = nn.ModuleList(
             [SiTBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.depth)]
         )
-        self.projectors = nn.ModuleList([build_projector(d, cfg.projector_dim, z) for z in cfg.z_dims])
+        self.projectors = nn.ModuleList([build_projector(d, cfg.projector_dim, z, cfg.projector_type,
+                                                         cfg.projector_kernel) for z in cfg.z_dims])
         self.final_layer = FinalLayer(d, cfg.patch_size, cfg.in_channels)
         # REPA-E latent normalisation: no affine (see module docstring); eps=1e-4 as in REPA-E.
         self.bn = nn.BatchNorm2d(cfg.in_channels, eps=1e-4, momentum=cfg.bn_momentum, affine=False,

@@ -13,7 +13,8 @@ How a run uses it:
   state created inside a capture would be re-created, zeroed, at every replay);
 - the next step is captured (recording executes nothing), then replayed, and so is every later step: each
   replay first copies the step's images, labels, draws and cached latents into the graph's fixed input tensors;
-- a change the graph cannot see (the GAN switching on at disc_start, a learning rate changed by a rollback)
+- a change the graph cannot see (the GAN switching on at disc_start, the REPA term switching off at
+  repa_stop_step, a learning rate changed by a rollback)
   needs a new graph, warmed up and captured the same way; restoring a checkpoint (which replaces the
   optimizers' state tensors) drops them all.
 The optimizers are capturable (training/optim.py) and autocast runs without its weight-cast cache inside the
@@ -28,7 +29,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .step import StepDraws, gan_is_on, step_on_device
+from .step import StepDraws, gan_is_on, repa_is_on, step_on_device
 
 WARMUP_STEPS = 2       # eager steps before the first capture (PyTorch's CUDA-graph notes warm up a few iterations)
 
@@ -70,9 +71,9 @@ class GraphedStep:
         self.eager_steps.clear()
 
     def key(self, state) -> tuple:
-        """What a graph bakes in besides its input tensors: which updates run, and the learning rates."""
+        """What a graph bakes in besides its input tensors: which updates and losses run, and the learning rates."""
         lrs = tuple(g["lr"] for opt in state.optimizers.named().values() for g in opt.param_groups)
-        return gan_is_on(state), lrs
+        return gan_is_on(state), repa_is_on(state), lrs
 
     def __call__(self, state, x: Tensor, y: Tensor, draws: StepDraws, latents=None) -> dict[str, Tensor]:
         key = self.key(state)

@@ -117,7 +117,9 @@ def count_flops(cfg: SiTConfig, batch: int = 1, include_projectors: bool = True)
     per_block += d * 6 * d  # adaLN modulation (per sample)
     macs += cfg.depth * per_block
     macs += t * d * (p * p * c) + d * 2 * d  # final linear + final adaLN
-    if include_projectors:
+    if include_projectors and cfg.projector_type == "conv":       # iREPA: one k x k convolution per target
+        macs += sum(t * d * cfg.projector_kernel ** 2 * z for z in cfg.z_dims)
+    elif include_projectors:
         pd = cfg.projector_dim
         macs += sum(t * (d * pd + pd * pd + pd * z) for z in cfg.z_dims)
     return float(2 * macs * batch)

@@ -34,7 +34,8 @@ def new_sit(cfg: Config, vae, num_classes: int, z_dim: int) -> SiT:
     return SiT(sit_config(cfg.sit_size, input_size=latent, patch_size=cfg.patch_size,
                           in_channels=latent_channels(vae), num_classes=num_classes,
                           class_dropout_prob=cfg.class_dropout_prob, alignment_depth=cfg.alignment_depth,
-                          projector_dim=cfg.projector_dim, z_dims=(z_dim,), bn_momentum=cfg.bn_momentum))
+                          projector_dim=cfg.projector_dim, z_dims=(z_dim,), bn_momentum=cfg.bn_momentum,
+                          projector_type=cfg.projector, projector_kernel=cfg.projector_kernel))
 
 
 def ema_copy(sit: SiT) -> SiT:

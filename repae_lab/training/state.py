@@ -179,9 +179,10 @@ def build_state(cfg: Config, *, progress: bool = True, vae=None) -> TrainState:
     if dist.is_distributed():
         from torch.nn.parallel import DistributedDataParallel
 
-        # the projectors take no part in the loss of recipes without REPA
+        # the projectors take no part in the loss of recipes without REPA, nor after a REPA stop step (HASTE)
         ddp = DistributedDataParallel(sit, device_ids=[device.index] if device.type == "cuda" else None,
-                                      find_unused_parameters=not route.uses_repa, broadcast_buffers=False)
+                                      find_unused_parameters=not route.uses_repa or bool(cfg.repa_stop_step),
+                                      broadcast_buffers=False)
         for module in (vae, disc):
             dist.broadcast_parameters(module)
     forward = apply_speed_switches(cfg, sit, (vae, disc, perceptual), ddp, target=target)

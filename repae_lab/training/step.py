@@ -8,18 +8,19 @@
   update 2  discriminator:  hinge loss on the real images and the detached reconstruction of update 1.
   update 3  SiT:            train mode, on z.detach() computed before update 1 (one step stale) with the same t
                             and noise; diffusion + 0.5 L_REPA; then the EMA.
-Frozen-VAE recipes take only update 3.
+Frozen-VAE recipes take only update 3. From cfg.repa_stop_step on (HASTE, arXiv 2505.16792) the step runs as
+if the recipe had no REPA term: no target pass, no projector, nothing of L_REPA in update 1 or 3.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from ..losses import diffusion_loss, interpolate, repa_loss, vae_regularisation
+from ..losses import diffusion_loss, interpolate, repa_loss, spatial_normalize, vae_regularisation
 from ..models.discriminator import discriminator_hinge_loss
 from ..models.modes import frozen_eval, no_param_grads
 from ..models.vae import decode, downsample_factor, encode, kl_loss, latent_channels
@@ -76,14 +77,14 @@ def step_on_device(state, x: Tensor, y: Tensor, draws: StepDraws,
     """The device work of a step, in the authors' order; its metrics stay on the device. Nothing here reads the
     device back, draws a random number or depends on a tensor's value, so a CUDA graph can replay it
     (training/cuda_graphs.py)."""
-    cfg, route, nets = state.cfg, state.route, state.nets
+    cfg, route, nets = state.cfg, step_route(state), state.nets
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with record_function("repae/targets"):
         targets = target_tokens(state, x) if route.uses_repa else None
     metrics: dict[str, Tensor] = {}
     nets.vae.train(route.trains_vae)
-    if route.trains_vae:
+    if vae_has_a_loss(route):
         # Update 1: the VAE. z and the reconstruction come back from before the VAE's optimizer step, so the
         # SiT below trains on the latent the VAE had when this step began, as in the authors' code.
         with record_function("repae/update1_vae"):
@@ -147,7 +148,7 @@ def vae_update(state, x: Tensor, y: Tensor, draws: StepDraws, targets: list[Tens
 def vae_loss(state, x, y, z, posterior, recon, draws: StepDraws, targets):
     """Update 1's loss. The SiT runs frozen and in eval mode: its BatchNorm normalises with the running
     statistics (constants) and the gradient flows through them to z; label dropout is off."""
-    cfg, route, nets = state.cfg, state.route, state.nets
+    cfg, route, nets = state.cfg, step_route(state), state.nets
     parts: dict[str, Tensor] = {}
     with frozen_eval(nets.sit), autocast(cfg.mixed_precision, state.device):
         z_norm = nets.sit.normalize_latent(z)
@@ -195,7 +196,7 @@ def sit_update(state, z: Tensor, y: Tensor, draws: StepDraws, targets: list[Tens
     """Update 3: SiT + projector on the detached latent, in train mode; the latent BatchNorm tracks batch
     statistics where the recipe lets it. `draws.drop_labels` replaces the SiT's own random label dropout, so
     that N processes draw exactly what one process would."""
-    cfg, route, opt, sit = state.cfg, state.route, state.optimizers, state.nets.sit
+    cfg, route, opt, sit = state.cfg, step_route(state), state.optimizers, state.nets.sit
     z = z.detach()                          # the stop-gradient: nothing of this update reaches the VAE
     sit.train()
     if not route.bn_tracks_batches:
@@ -210,8 +211,11 @@ def sit_update(state, z: Tensor, y: Tensor, draws: StepDraws, targets: list[Tens
             d = draws.rows(sl)
             with autocast(cfg.mixed_precision, state.device):
                 z_norm = sit.normalize_latent(z[sl])
+                # after the REPA stop step the projectors are skipped: no output, no gradient, no cost (recipes
+                # without REPA still run them, unused, as they always have: their FLOP count says so)
+                stopped = state.route.uses_repa and not route.uses_repa
                 velocity, projected = state.sit_forward(interpolate(z_norm, d.noise, d.t), d.t, y[sl],
-                                                        force_drop_ids=d.drop_labels)
+                                                        force_drop_ids=d.drop_labels, project=not stopped)
                 diffusion = diffusion_loss(velocity, z_norm, d.noise)
                 parts, loss = {"loss/diffusion": diffusion.detach()}, diffusion
                 if route.uses_repa:
@@ -225,6 +229,26 @@ def sit_update(state, z: Tensor, y: Tensor, draws: StepDraws, targets: list[Tens
     return metrics
 
 
+def repa_is_on(state) -> bool:
+    """Whether this step has a REPA term: HASTE's one-shot stop (arXiv 2505.16792) turns it off for good at
+    cfg.repa_stop_step (None or 0: never). A Python bool of the step, not a tensor: the CUDA-graph step keys its
+    graphs on it (training/cuda_graphs.py), and a compiled SiT sees it as its `project` argument."""
+    stop = state.cfg.repa_stop_step
+    return not stop or state.step < stop
+
+
+def step_route(state):
+    """The run's routing at this step: the recipe's, without the REPA term once it has stopped."""
+    route = state.route
+    return route if repa_is_on(state) else replace(route, uses_repa=False, vae_gets_repa=False)
+
+
+def vae_has_a_loss(route) -> bool:
+    """Update 1 runs where some loss reaches the VAE: a repa-e VAE without regularisation has none once REPA
+    has stopped, and is then encoded as a frozen one."""
+    return route.trains_vae and (route.vae_gets_repa or route.vae_gets_diffusion or route.vae_reg)
+
+
 def gan_is_on(state) -> bool:
     """The GAN terms start at disc_start (step 0 in the official config, REPAE_FACTS section 1)."""
     return state.route.vae_reg and state.nets.discriminator is not None and state.step >= state.cfg.disc_start
@@ -233,8 +257,12 @@ def gan_is_on(state) -> bool:
 def target_tokens(state, x: Tensor) -> list[Tensor]:
     """The REPA targets of the images: one token tensor per target encoder, computed once per step and shared by
     updates 1 and 3 (no gradient; REPAE_FACTS section 1, step 1)."""
-    with torch.no_grad(), autocast(state.cfg.mixed_precision, state.device):
-        return [state.nets.target_encoder(x).float()]
+    cfg = state.cfg
+    with torch.no_grad(), autocast(cfg.mixed_precision, state.device):
+        tokens = state.nets.target_encoder(x).float()
+    if cfg.target_norm == "spatial":               # iREPA: the targets' spatial structure, in fp32
+        tokens = spatial_normalize(tokens, cfg.target_norm_gamma)
+    return [tokens]
 
 
 def encode_posterior_sample(state, x: Tensor, eps: Tensor, trains: bool):
