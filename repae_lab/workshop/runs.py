@@ -1,11 +1,13 @@
 """The workshop kit's training runs: the ONE place their settings live.
 
 The notebooks, `repae-lab workshop prepare` and the instructor's guide all read this table; change a setting
-here (steps, learning rates, ...) and every prepared run is retrained under a new folder name, because a kit
-run's folder is named by a digest of its full settings (kit.Kit.path).
+here (or in the `workshop` preset) and every prepared run is retrained under a new folder name, because a kit
+run's folder is named by a digest of its full settings (kit.Kit.key), and the guide's numbers must be measured
+again (tests/test_workshop_numbers.py compares these settings with docs/workshop_numbers.json).
 
-Times are CPU seconds per training step measured with OMP_NUM_THREADS=1 on the project's 2-core machine (see
-docs/workshop.md for the command); the notebooks print an estimate from them before they train.
+Times are CPU seconds per training step measured with OMP_NUM_THREADS=1 on the project's 2-core machine
+(benchmarks/workshop_times.py, recorded in docs/workshop_numbers.json); the notebooks print an estimate from
+them before they train.
 """
 from __future__ import annotations
 
@@ -41,8 +43,8 @@ KIT_RUNS: dict[str, KitRun] = {r.name: r for r in (
            seconds_per_step=0.073),
     KitRun("repa", "repa", "REPA: the SiT's tokens aligned with the target encoder, the VAE frozen", "3_repa_loss",
            seconds_per_step=0.083),
-    # the full 500 steps although its latent collapses within 50: only from about step 300 on does its FD fall
-    # behind the other recipes' (it leads them early on), and notebook 4 trains it live
+    # the full 500 steps although its latent collapses within 50: its FD leads every recipe's at steps 100-200
+    # and falls behind all of them only from step 400 on (docs/workshop.md); notebook 4 trains it live
     KitRun("e2e-diffusion", "e2e-diffusion", "the diffusion loss reaching the VAE: the latent collapses",
            "4_collapse", seconds_per_step=0.296),
     KitRun("repa-e", "repa-e", "REPA-E: the VAE tuned by REPA, the diffusion loss stopped at the latent",
