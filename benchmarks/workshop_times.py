@@ -1,8 +1,11 @@
 """How long the workshop kit's training takes on this machine (docs/workshop.md quotes its output).
 
-    OMP_NUM_THREADS=1 python benchmarks/workshop_times.py steps [--steps 60]    # CPU s per step of every kit run
-    OMP_NUM_THREADS=1 REPAE_LAB_CACHE=$(mktemp -d) python benchmarks/workshop_times.py live --out DIR
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/workshop_times.py steps [--steps 60]   # CPU s per step of every kit run
+    OMP_NUM_THREADS=1 PYTHONPATH=. REPAE_LAB_CACHE=$(mktemp -d) python benchmarks/workshop_times.py live --out DIR
         # the set-up (kit.warm_up) on an empty cache, then notebook 4's live e2e-diffusion run, as CPU time
+
+(PYTHONPATH=. so that a checkout's own repae_lab is timed, not an installed one.) --json FILE also writes the
+results there, for benchmarks/workshop_numbers.py.
 
 Process CPU time is reported beside wall time: on a shared machine the wall time says how busy it was, the CPU
 time what one free core needs.
@@ -38,7 +41,7 @@ def step_times(steps: int, kit: Kit) -> dict[str, dict[str, float]]:
     return out
 
 
-def live(kit: Kit) -> None:
+def live(kit: Kit) -> dict[str, dict[str, float]]:
     c0, w0 = time.process_time(), time.perf_counter()
     kit.warm_up()
     c1, w1 = time.process_time(), time.perf_counter()
@@ -46,6 +49,8 @@ def live(kit: Kit) -> None:
     kit.train_live("e2e-diffusion")
     c2, w2 = time.process_time(), time.perf_counter()
     print(f"train_live('e2e-diffusion'): cpu {c2 - c1:.1f} s, wall {w2 - w1:.1f} s", flush=True)
+    return {"warm_up": {"cpu_s": round(c1 - c0, 1), "wall_s": round(w1 - w0, 1)},
+            "train_live_e2e_diffusion": {"cpu_s": round(c2 - c1, 1), "wall_s": round(w2 - w1, 1)}}
 
 
 def main() -> None:
@@ -53,9 +58,12 @@ def main() -> None:
     parser.add_argument("what", choices=("steps", "live"))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--out", default=None, help="kit folder (default: the kit's); live trains into OUT/work")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     kit = Kit(args.out, work_dir=Path(args.out or tempfile.mkdtemp()) / "work", progress=False)
-    step_times(args.steps, kit) if args.what == "steps" else live(kit)
+    results = step_times(args.steps, kit) if args.what == "steps" else live(kit)
+    if args.json:
+        Path(args.json).write_text(json.dumps({args.what: results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -344,6 +345,42 @@ def test_prepare_trains_every_run_once_and_the_kit_reuses_them(prepared, tmp_pat
     args = parser.parse_args(["workshop", "prepare", "--only", "nope", "--out", str(kit_dir)])
     assert args.func(args) == 2
     assert capsys.readouterr().err.startswith("repae-lab: error: unknown kit run(s) nope")
+
+
+@pytest.mark.slow
+def test_a_kit_folder_made_with_older_settings_is_refused_and_prepare_rebuilds_it(prepared, tmp_path, monkeypatch,
+                                                                                  capsys):
+    from repae_lab.rundir import RunError
+    from repae_lab.workshop import Kit, runs
+
+    _, overrides, parser, sets = prepared
+    kit_dir = tmp_path / "old-kit"
+    prepare = parser.parse_args(["workshop", "prepare", "--out", str(kit_dir), "--only", "vanilla", "--quiet",
+                                 "--set", *sets])
+    status = parser.parse_args(["workshop", "status", "--out", str(kit_dir), "--set", *sets])
+    with monkeypatch.context() as m:            # the kit as the older runs.py made it: unguided evaluation pinned
+        m.setitem(runs.COMMON, "eval_cfg_scale", 1.0)
+        assert prepare.func(prepare) == 0
+    kit = Kit(kit_dir, tmp_path / "work", overrides, progress=False)
+    old = kit.outdated("vanilla")
+    assert old is not None and old.parent == kit_dir and kit.find("vanilla") is None
+    # a notebook refuses it in one line rather than train for minutes during the session
+    with pytest.raises(RunError, match=r"^the kit run '.*vanilla-[0-9a-f]{8}' was made with older settings; run "
+                                       r"`repae-lab workshop prepare --out .*` to rebuild it\.$"):
+        kit.run("vanilla")
+    assert sorted(p.name for p in kit_dir.iterdir() if p.name.startswith("vanilla")) == [old.name]
+    capsys.readouterr()
+    assert status.func(status) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^vanilla +outdated ", out, re.M) and re.search(r"^repa +missing ", out, re.M)
+    # prepare trains the run again under today's settings; the notebook then finds it
+    assert prepare.func(prepare) == 0
+    assert "made with older settings; training it again" in capsys.readouterr().out
+    assert kit.run("vanilla") == kit.find("vanilla") != old
+    assert status.func(status) == 0 and re.search(r"^vanilla +ready ", capsys.readouterr().out, re.M)
+    # runs prepared for other overrides are not older versions of these
+    assert Kit(kit_dir, tmp_path / "work", {**overrides, "seed": 1}).outdated("repa") is None
+    assert Kit(kit_dir, tmp_path / "work", {**overrides, "seed": 1}).outdated("vanilla") is None
 
 
 @pytest.mark.slow

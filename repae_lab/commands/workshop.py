@@ -44,8 +44,13 @@ def _status(args) -> int:
     except (ConfigError, RunError) as err:
         return _error(err)
     for name in KIT_RUNS:
-        found = kit.find(name)
-        print(f"{name:20s} {'ready  ' + str(found) if found else 'missing (' + kit.estimate(name) + ')'}")
+        found, old = kit.find(name), kit.outdated(name)
+        if found:
+            print(f"{name:20s} ready     {found}")
+        elif old:
+            print(f"{name:20s} outdated  {old} (older settings; `repae-lab workshop prepare` rebuilds it)")
+        else:
+            print(f"{name:20s} missing   ({kit.estimate(name)})")
     return 0
 
 

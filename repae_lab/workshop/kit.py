@@ -8,18 +8,20 @@
 A kit run's folder is `NAME-DIGEST`, the digest of its full settings (runs.py plus the notebook's overrides), so
 a finished folder is reused as it is (a read-only shared folder included) and changed settings never collide
 with old runs. `prepare` (the `repae-lab workshop prepare` command) makes every run, its probes and the
-exported E2E-VAE in one go.
+exported E2E-VAE in one go. A kit folder prepared under older settings holds its runs under other digests:
+the notebooks refuse it (one line naming `prepare`) rather than retrain during a session; `prepare` rebuilds it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import config_from_dict, resolve_config
+from ..config import PRESETS, config_from_dict, resolve_config
 from ..jobs.launch import train
 from ..jobs.runs import ensure_run, run_is_complete
 from ..models.export import export_vae
@@ -51,11 +53,13 @@ class Kit:
     """The workshop's runs for one set of overrides (CI passes tiny settings; a workshop passes none)."""
 
     def __init__(self, kit_dir: str | Path | None = None, work_dir: str | Path = "runs/workshop",
-                 overrides: dict[str, Any] | None = None, *, progress: bool = True, log: Callable = print):
+                 overrides: dict[str, Any] | None = None, *, progress: bool = True, log: Callable = print,
+                 rebuild_outdated: bool = False):
         self.kit_dir = Path(kit_dir) if kit_dir else default_kit_dir()
         self.work_dir = Path(work_dir)
         self.overrides = dict(overrides or {})
         self.progress, self.log = progress, log
+        self.rebuild_outdated = rebuild_outdated      # prepare's: train the runs an outdated kit folder lacks
 
     # ----------------------------------------------------------------- names and places
     def _spec(self, name: str):
@@ -69,12 +73,26 @@ class Kit:
 
     def key(self, name: str) -> str:
         spec = self._spec(name)
-        source = {"preset": PRESET, "recipe": spec.recipe, "settings": self.settings(name),
+        # the preset's own values count too: a change there retrains the kit as a change in runs.py does
+        source = {"preset": PRESET, "preset_settings": PRESETS[PRESET], "recipe": spec.recipe,
+                  "settings": self.settings(name),
                   "vae_from": self.key(spec.vae_from) if spec.vae_from else None}
         return hashlib.sha256(json.dumps(source, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def folder(self, name: str) -> str:
         return f"{name}-{self.key(name)}"
+
+    def outdated(self, name: str) -> Path | None:
+        """A finished `name` run in the kit folder made with other runs.py or preset settings than today's (a kit
+        prepared by an older version of the package), for this Kit's overrides; None when there is none."""
+        pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{8}}")
+        wanted = json.loads(json.dumps(self.overrides, default=str))      # as config.json spells the values
+        for run in sorted(self.kit_dir.glob(f"{name}-*")):
+            if pattern.fullmatch(run.name) and run.name != self.folder(name) and run_is_complete(run):
+                config = read_json(run / "config.json")
+                if all(config.get(k) == v for k, v in wanted.items()):   # runs for other overrides don't count
+                    return run
+        return None
 
     def _places(self) -> list[Path]:
         return [self.kit_dir] if self.kit_dir == self.work_dir else [self.kit_dir, self.work_dir]
@@ -105,6 +123,13 @@ class Kit:
         found = self.find(name)
         if found is not None:
             return found
+        # a kit prepared with older settings: retraining here would cost minutes of the session, silently
+        old = None if self.rebuild_outdated else self.outdated(name)
+        if old is not None:
+            where = "" if self.kit_dir == default_kit_dir() else f" --out {self.kit_dir}"
+            sets = " --set (the notebook's overrides)" if self.overrides else ""
+            raise RunError(f"the kit run '{old}' was made with older settings; run `repae-lab workshop prepare"
+                           f"{where}{sets}` to rebuild it.")
         overrides = self._overrides(name)
         out = self._target() / self.folder(name)
         self.log(f"training {self.estimate(name)} (once; later calls reuse {out})")
@@ -173,7 +198,8 @@ def prepare(out: str | Path | None = None, overrides: dict[str, Any] | None = No
             names: list[str] | None = None, progress: bool = True, log: Callable = print) -> dict[str, Path]:
     """Train (or reuse) every kit run into `out` (default: $REPAE_LAB_CACHE/workshop), probe it and export the
     E2E-VAE: what `repae-lab workshop prepare` does before a workshop. Returns {name: run directory}."""
-    kit = Kit(out, work_dir=out or default_kit_dir(), overrides=overrides, progress=progress, log=log)
+    kit = Kit(out, work_dir=out or default_kit_dir(), overrides=overrides, progress=progress, log=log,
+              rebuild_outdated=True)
     if not writable(kit.kit_dir):
         raise RunError(f"cannot write to '{kit.kit_dir}'; prepare the kit into a folder you can write to (--out), "
                        f"then share that folder read-only.")
@@ -186,7 +212,9 @@ def prepare(out: str | Path | None = None, overrides: dict[str, Any] | None = No
     done = {}
     for name in names:
         t0 = time.perf_counter()
-        was_there = kit.find(name) is not None
+        was_there, old = kit.find(name) is not None, kit.outdated(name)
+        if not was_there and old is not None:
+            log(f"  {name}: '{old}' was made with older settings; training it again (the old folder can go)")
         done[name] = kit.run(name)
         kit.probes(done[name])
         log(f"  {name}: {done[name]} ({'reused' if was_there else f'{time.perf_counter() - t0:.0f} s'})")

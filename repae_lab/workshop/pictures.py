@@ -218,13 +218,19 @@ def latent_maps(probes_list, n: int = 12) -> go.Figure:
 
 @torch.no_grad()
 def samples(runs: Sequence[str | Path], n: int = 20, steps: int = 10, seed: int = 0) -> go.Figure:
-    """n class-balanced samples of each run's EMA SiT (Heun, `steps` steps, no guidance), side by side."""
-    panels = []
+    """n class-balanced samples of each run's EMA SiT (Heun, `steps` steps), side by side, guided as the run's own
+    evaluation guides them (eval_cfg_scale), so the pictures show what its FD and class accuracy measured."""
+    panels, scales = [], set()
     for run in runs:
-        images, _ = sample_loaded(load_for_sampling(run, device="cpu"), n, SamplingSpec(sampler="heun", steps=steps,
-                                                                                       seed=seed), progress=False)
+        loaded = load_for_sampling(run, device="cpu")
+        cfg = loaded.cfg
+        scales.add(cfg.eval_cfg_scale)
+        spec = SamplingSpec(sampler="heun", steps=steps, seed=seed, cfg_scale=cfg.eval_cfg_scale,
+                            interval=cfg.eval_interval)
+        images, _ = sample_loaded(loaded, n, spec, progress=False)
         panels.append((run_label(run), to_uint8_images(images.float() / 127.5 - 1)))
-    return image_panels(panels, cols=5, title=f"samples ({steps} Heun steps, no guidance)")
+    guidance = ", ".join(f"{s:g}" for s in sorted(scales))
+    return image_panels(panels, cols=5, title=f"samples ({steps} Heun steps, guidance {guidance})")
 
 
 def reconstructions(runs: Sequence[str | Path], n: int = 8) -> go.Figure:
