@@ -1,6 +1,7 @@
 """`repae-lab quickstart`: three recipes side by side, probed and evaluated, and an offline report."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -46,6 +47,14 @@ def test_quickstart_writes_a_report_with_the_story(quickstart_dir):
     assert "report:" in log and "next:" in log
     # a log that is not a terminal gets whole lines, not carriage-return progress bars
     assert "\r" not in log and "[training repa, e2e-diffusion, repa-e] done" in log
+    # a number for each stage, printed and kept beside the report (docs/results.md times the real quickstart)
+    times = json.loads((out / "stage_times.json").read_text())
+    assert set(times) == {"shared networks", "training", "probing and evaluating", "report", "total"}
+    assert set(times["training"]) == {"total", "repa", "e2e-diffusion", "repa-e"}
+    assert set(times["shared networks"]) == {"VAE and target encoder", "evaluator"}
+    assert all(v > 0 for v in times["training"].values()) and times["total"] >= times["training"]["total"]
+    assert re.search(r"time by stage \(s\): shared networks \d+ s \(VAE and target encoder \d+, evaluator \d+\)"
+                     r" · training \d+ s \(repa \d+, e2e-diffusion \d+, repa-e \d+\)", log)
 
 
 def test_quickstart_run_again_reuses_everything(quickstart_dir):

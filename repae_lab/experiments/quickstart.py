@@ -7,6 +7,7 @@ encoder, the evaluator) are trained once, here, before the runs start, so parall
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -47,16 +48,34 @@ def probe_and_evaluate_run(recipe: str, run: Path, cfg: Config, eval_n: int) -> 
             "VAE rPSNR": record.get("eval/rpsnr")}
 
 
-def probe_and_evaluate(cfgs: dict[str, Config], runs: dict[str, Path], *, eval_n: int, log) -> list[dict]:
+def probe_and_evaluate(cfgs: dict[str, Config], runs: dict[str, Path], *, eval_n: int, log,
+                       seconds: dict[str, float] | None = None) -> list[dict]:
     """probe_and_evaluate_run for every run, in this process: worker processes were measured slower here (43 s
-    against 34 s for the three workshop runs on a 2-core CPU; each has to import torch and build its networks)."""
+    against 34 s for the three workshop runs on a 2-core CPU; each has to import torch and build its networks).
+    Each run's seconds go into `seconds`."""
     phase = Phase("probing and evaluating", len(cfgs), log)
     rows = []
     for recipe, cfg in cfgs.items():
+        t0 = time.perf_counter()
         rows.append(probe_and_evaluate_run(recipe, runs[recipe], cfg, eval_n))
+        if seconds is not None:
+            seconds[recipe] = time.perf_counter() - t0
         phase.update(len(rows), recipe)
     phase.close()
     return rows
+
+
+def stage_times_line(times: dict[str, Any]) -> str:
+    """'shared networks 52 s (VAE and target encoder 40, evaluator 12) · training 236 s (...) · ...'"""
+    parts = []
+    for stage, value in times.items():
+        if isinstance(value, dict):
+            total = value.get("total", sum(value.values()))
+            detail = ", ".join(f"{k} {v:.0f}" for k, v in value.items() if k != "total")
+            parts.append(f"{stage} {total:.0f} s ({detail})")
+        else:
+            parts.append(f"{stage} {value:.0f} s")
+    return " · ".join(parts)
 
 
 def with_device_speed_switches(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -86,19 +105,32 @@ def quickstart(out: str | Path, *, preset: str = "workshop", recipes=QUICKSTART_
     cfgs = {j.name: j.config() for j in run_jobs}
     runs = {j.name: j.run for j in run_jobs}
     t0 = time.time()
+    times: dict[str, Any] = {}                         # seconds by stage, printed and kept in OUT/stage_times.json
     phase = Phase("preparing the shared networks (cached after the first time)", 1, log)
-    prepare_shared_networks(cfgs[recipes[-1]], progress=False)
+    times["shared networks"] = prepare_shared_networks(cfgs[recipes[-1]], progress=False)
     phase.update(1)
     phase.close()
+    t = time.time()
     if not train_in_parallel(run_jobs, processes=jobs, log=log, title=f"training {', '.join(recipes)}"):
         log("[training] every run is finished already: reused")
-    rows = probe_and_evaluate(cfgs, runs, eval_n=eval_n, log=log)
+    # each run's own training seconds (from its summary; the runs overlap, so they add up to more than the stage)
+    times["training"] = {"total": time.time() - t, **{
+        r: (rundir.read_json(runs[r] / layout.SUMMARY) or {}).get("seconds", 0.0) for r in recipes}}
+    t = time.time()
+    times["probing and evaluating"] = {}
+    rows = probe_and_evaluate(cfgs, runs, eval_n=eval_n, log=log, seconds=times["probing and evaluating"])
+    times["probing and evaluating"]["total"] = time.time() - t
+    t = time.time()
     report = write_report(out, [runs[r] for r in recipes], rows,
                           title=f"REPA-E quickstart: {', '.join(recipes)} on the {preset} preset",
                           notes=[f"Each run: {cfgs[recipes[0]].steps} steps on {cfgs[recipes[0]].dataset} at "
                                  f"{cfgs[recipes[0]].resolution} px; the whole quickstart took "
                                  f"{(time.time() - t0) / 60:.1f} min here. The runs are in {out / 'runs'}."])
-    log(f"\nreport: {report.resolve()}")
+    times["report"] = time.time() - t
+    times["total"] = time.time() - t0
+    rundir.atomic_write_text(out / "stage_times.json", json.dumps(times, indent=1))
+    log(f"\ntime by stage (s): {stage_times_line(times)}")
+    log(f"report: {report.resolve()}")
     log("next: open it in a browser; explore the runs with `jupyter lab notebooks/` "
         f"(02_latent_space: -p runs '[\"{runs[recipes[0]]}\", ...]'), or `repae-lab probe {out / 'runs'}/*`.")
     return report
