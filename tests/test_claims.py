@@ -329,6 +329,7 @@ def test_the_search_verdict_names_the_largest_like_for_like_speed_up_from_the_nu
     data = json.loads((tmp_path / "speedup_search.json").read_text())
     assert data["verdict"] == sentence and [r["reached"] for r in data["regimes"]] == ["3/3"] * 3
     assert "| VAE from scratch (0 pretraining steps) | vae_pretrain_steps=0 | no |" in text
+    assert "Not ranked, as not like-for-like: vae-pretrain-0" in text
 
     # one seed below 2x, or one never reaching repa's FD (it counts as 0): no longer 2x over 3 seeds
     curves[2] = ([slow] * 3, [at(80), at(120), at(90)])
@@ -340,6 +341,7 @@ def test_the_search_verdict_names_the_largest_like_for_like_speed_up_from_the_nu
     assert ss.verdict(rows).startswith("The largest like-for-like speed-up is in the regime B (b): 2.20 ± 0.10x")
     assert ss.verdict(rows[:1]).endswith("it does not reach 2x over 3 seeds.")
     assert ss.verdict(rows[2:]) == "No like-for-like speed-up was measured yet."
+    assert "(a lower bound" in ss.verdict([dict(rows[1], speedup="at least 2.20 ± 0.10")])
     assert ss.verdict([dict(rows[1], speedups=[2.5])]).endswith("does not reach 2x over 3 seeds (fewer than 3 seeds).")
 
 
