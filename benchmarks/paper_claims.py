@@ -17,6 +17,15 @@ The REPA follow-ups (docs/repa_followups.md) have arms of their own: repa and re
 projector + spatial target normalisation) and each with HASTE (the REPA term stopped halfway), against the repa
 and repa-e arms at the same seeds. They write OUT/repa_followups.md and .json, with a verdict per claim.
 `--only` picks parts: claims (the sections 1-6 and their verdicts), regimes (section 7), followups.
+
+The speed-up search (`--only search`, never part of the default: hours of CPU) runs repa against repa-e in
+regimes that each change one knob of the default one, identically for both recipes, at 3 seeds
+(repae_lab/experiments/speedup_search.py); it prints its estimated CPU time first and writes
+OUT/speedup_search.md and .json. `--regimes a,b` and `--search-seeds 0` run it in pieces; `--dry-run` prints
+the plan and the estimate only:
+
+    .venv/bin/python benchmarks/paper_claims.py --out runs/claims --only search --dry-run
+    .venv/bin/python benchmarks/paper_claims.py --out runs/claims --only search --regimes latent-c8,sit-W
 """
 from __future__ import annotations
 
@@ -25,10 +34,11 @@ import statistics
 import time
 from pathlib import Path
 
-from repae_lab.experiments.claims import (PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot,
-                                          markdown_table, mean, probe_curve_plot, seed_pairs, speedup, speedup_row,
-                                          speedup_rows, spread, train_arms, write_json)
+from repae_lab.experiments.claims import (IREPA, PROTOCOL, Arm, by_arm, collect, fd_at_each_evaluation, fd_plot,
+                                          markdown_table, mean, probe_curve_plot, reached_speedups, seed_pairs,
+                                          speedup, speedup_row, speedup_rows, spread, train_arms, write_json)
 from repae_lab.config import parse_overrides
+from repae_lab.experiments import speedup_search
 
 MAIN_ARMS = (
     Arm("vanilla", "vanilla"), Arm("repa", "repa"), Arm("e2e-diffusion", "e2e-diffusion"), Arm("repa-e", "repa-e"),
@@ -50,7 +60,6 @@ REGIMES = {
 }
 # the REPA follow-ups, on the recipes that use REPA; "half" = the run's steps // 2. HASTE stops at a fixed
 # iteration (250K of its SiT-XL/2 runs); halfway is where a workshop run's FD curve begins to flatten.
-IREPA = {"projector": "conv", "target_norm": "spatial"}
 FOLLOWUP_ARMS = (
     Arm("repa iREPA", "repa", IREPA, note="conv projector + spatially normalised targets (arXiv 2512.10794)"),
     Arm("repa-e iREPA", "repa-e", IREPA, note="the same on both REPA terms of repa-e"),
@@ -58,7 +67,8 @@ FOLLOWUP_ARMS = (
     Arm("repa-e HASTE", "repa-e", {"repa_stop_step": "half"}, note="both REPA terms off from half the run"),
 )
 FOLLOWUP_BASELINES = ("repa", "repa-e")      # the MAIN_ARMS the follow-ups are compared with
-PARTS = ("claims", "regimes", "followups")
+PARTS = ("claims", "regimes", "followups")   # what runs without --only
+SEARCH = "search"                             # only when named: the speed-up search takes hours
 SETTINGS = {   # what --quick and --smoke change; the full benchmark is the preset at its length
     # the regimes are a search (where does E2E help most?), run at one seed to keep the whole under 2 hours
     "full": dict(seeds=[0, 1, 2], regime_seeds=[0], common={}),
@@ -93,16 +103,6 @@ def followup_arms(steps: int) -> list[Arm]:
 
 def baseline_arms() -> list[Arm]:
     return [a for a in MAIN_ARMS if a.name in FOLLOWUP_BASELINES]
-
-
-def reached_speedups(slow, fast) -> list[float | None]:
-    """speedup per seed pair, with 0 where `fast` never reached `slow`'s final FD within its run (no speed-up, not
-    a missing number); None only where it cannot be read (no curve, or `slow` never got below the start)."""
-    ups = []
-    for s_, f_ in seed_pairs(slow, fast):
-        x = speedup(s_, f_)[1]
-        ups.append(0.0 if x is None and s_.fd and f_.fd and f_.fd[0][1] > s_.fd[-1][1] else x)
-    return ups
 
 
 def write_followups_report(out: Path, results, seeds, wall_s: float, command: str) -> str:
@@ -298,10 +298,16 @@ def main() -> None:
     size.add_argument("--smoke", action="store_true", help="a handful of steps: checks that the tables and plots come out")
     parser.add_argument("--jobs", type=int, default=3, help="runs trained at once (one thread each)")
     parser.add_argument("--no-regimes", action="store_true", help="leave out section 7 (where E2E helps most)")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="train and report only these parts (default: all)")
+    parser.add_argument("--only", nargs="+", choices=PARTS + (SEARCH,), default=list(PARTS),
+                        help="train and report only these parts (default: all but the search)")
+    parser.add_argument("--regimes", metavar="NAME,...", help="the speed-up search's regimes (default: all of: "
+                        + ", ".join(r.name for r in speedup_search.SEARCH_REGIMES) + ")")
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2], help="the search's seeds")
+    parser.add_argument("--dry-run", action="store_true", help="print the search's runs and estimate; train nothing")
     parser.add_argument("--set", dest="sets", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    if (args.regimes or args.dry_run) and SEARCH not in args.only:
+        parser.error("--regimes and --dry-run are for the speed-up search: add --only search")
     from repae_lab.config import resolve_config
 
     setting = SETTINGS["smoke" if args.smoke else "quick" if args.quick else "full"]
@@ -312,12 +318,29 @@ def main() -> None:
     regimes = [] if args.no_regimes or "regimes" not in only else regime_arms(steps, setting.get("skip_regimes", ()))
     main_arms = list(MAIN_ARMS) if "claims" in only else (baseline_arms() if "followups" in only else [])
     followups = followup_arms(steps) if "followups" in only else []
+    search, search_arms, skipped = [], [], []
+    if SEARCH in only:
+        try:
+            search, skipped = speedup_search.select(args.regimes, common)
+        except ValueError as err:
+            parser.error(str(err))
+        search_arms = speedup_search.search_arms(search, steps)
+        print("\n".join(skipped + [speedup_search.estimate(out, search, args.search_seeds, steps)[1]]))
+        if args.dry_run:
+            print("\n".join(f"  {a.name}: {a.recipe}, {a.overrides or 'no overrides'}, seeds {args.search_seeds}"
+                             for a in search_arms))
+            return
     t0 = time.time()
     groups = [(main_arms + followups, setting["seeds"])] + ([(regimes, setting["regime_seeds"])] if regimes else [])
-    train_arms(out, args.preset, groups, common, processes=args.jobs)
+    groups = [g for g in groups + [(search_arms, args.search_seeds)] if g[0]]    # no networks for no runs
+    if groups:
+        train_arms(out, args.preset, groups, common, processes=args.jobs,
+                   shared_variants=speedup_search.shared_variants(search))
     command = (f"python benchmarks/paper_claims.py --out {args.out}" + (" --quick" if args.quick else "")
                + (" --smoke" if args.smoke else "") + (f" --set {' '.join(args.sets)}" if args.sets else "")
-               + (f" --only {' '.join(args.only)}" if only != set(PARTS) else ""))
+               + (f" --only {' '.join(args.only)}" if only != set(PARTS) else "")
+               + (f" --regimes {args.regimes}" if args.regimes else "")
+               + (f" --search-seeds {' '.join(map(str, args.search_seeds))}" if SEARCH in only else ""))
     if "claims" in only or regimes:
         results = collect(out, MAIN_ARMS, setting["seeds"]) + (collect(out, regimes, setting["regime_seeds"]) if regimes else [])
         text = write_report(out, results, MAIN_ARMS, regimes, setting["seeds"], time.time() - t0, command)
@@ -332,6 +355,11 @@ def main() -> None:
                                                            "arms": {a.name: a.note for a in followups}})
         print(text)
         print(f"written: {out / 'repa_followups.md'} and its plot")
+    if SEARCH in only:               # a report even when every regime was skipped: it says why
+        results = collect(out, search_arms, args.search_seeds, probes=False)
+        print(speedup_search.write_report(out, results, search, args.search_seeds, skipped, time.time() - t0,
+                                          command, common))
+        print(f"written: {out / 'speedup_search.md'} and .json")
 
 
 if __name__ == "__main__":

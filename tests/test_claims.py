@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, load_claims, load_followups, speedup, spread,
-                                          steps_to_reach, train_arms)
+from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, by_arm, load_claims, load_followups, speedup,
+                                          spread, steps_to_reach, train_arms)
 
 SMOKE = ["steps=6", "batch_size=8", "vae_pretrain_steps=20", "encoder_steps=30", "probe_size=20", "snapshot_recons=4",
          "latent_stats_batches=1", "log_every=1", "snapshot_every=3", "checkpoint_every=3", "eval_every=3",
@@ -210,3 +210,149 @@ def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_pat
 
     with pytest.raises(RunError, match="needs the finished run"):
         pt.train_in_parallel([job("e", after=tmp_path / "never")], processes=2, log=lambda m: None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the speed-up search (paper_claims.py --only search, repae_lab/experiments/speedup_search.py)
+
+def test_every_search_regime_gives_repa_and_repa_e_the_same_settings():
+    from repae_lab.experiments import speedup_search as ss
+
+    arms = ss.search_arms(ss.SEARCH_REGIMES, 500)
+    assert len(arms) == 2 * len(ss.SEARCH_REGIMES) and len({a.name for a in arms}) == len(arms)
+    for repa, repae in zip(arms[::2], arms[1::2]):
+        assert (repa.recipe, repae.recipe) == ("repa", "repa-e")
+        assert repa.overrides == repae.overrides and repa.note == repae.note
+    by_name = {a.name: a for a in arms}
+    assert by_name["S steps-x0.5 repa"].overrides == {"steps": 250, "checkpoint_every": 125}
+    assert by_name["repa"].overrides == {}                  # the default regime is the claims' own repa run
+    # every regime but the default changes a knob, and the SiT's width, channels, size and VAE pretraining each
+    # have a regime of their own
+    assert all(r.overrides for r in ss.SEARCH_REGIMES if r.name != "default")
+    keys = {k for r in ss.SEARCH_REGIMES for k in r.overrides}
+    assert {"vae_pretrain_steps", "vae", "resolution", "steps", "sit_size"} <= keys
+
+
+def test_search_regimes_that_share_another_part_s_runs_have_exactly_that_part_s_settings():
+    """Sharing a run folder is sound only when the settings are the same: section 7's regimes, the iREPA
+    follow-ups and the claims' repa / repa-e."""
+    from repae_lab.experiments import speedup_search as ss
+
+    bench = _paper_claims_module()
+    others = {a.name: a for a in [*bench.MAIN_ARMS, *bench.regime_arms(500), *bench.followup_arms(500)]}
+    shared = [a for a in ss.search_arms(ss.SEARCH_REGIMES, 500) if a.name in others]
+    assert len(shared) == 12                  # default, R1-R4, iREPA: six pairs
+    for arm in shared:
+        assert (arm.recipe, arm.overrides) == (others[arm.name].recipe, others[arm.name].overrides), arm.name
+
+
+def test_the_search_selection_picks_regimes_and_names_unknown_ones():
+    from repae_lab.experiments import speedup_search as ss
+
+    picked, skipped = ss.select("latent-c8, sit-W,latent-c8", {})
+    assert [r.name for r in picked] == ["latent-c8", "sit-W"] and skipped == []
+    everything, skipped = ss.select(None, {"download": True})
+    assert len(everything) == len(ss.SEARCH_REGIMES) and skipped == []
+    with pytest.raises(ValueError, match="unknown regime.*nope.*known: default"):
+        ss.select("default,nope", {})
+    # shared networks are prepared once per distinct dataset / VAE setting, not per run
+    variants = ss.shared_variants(ss.select("default,latent-c8,steps-x2,fashion-16,fashion-32", {"download": True})[0])
+    assert variants == [{"vae": "workshop-16-c8"}, {"dataset": "fashion-mnist"},
+                        {"dataset": "fashion-mnist", "resolution": 32, "vae": "workshop-32"}]
+
+
+def test_a_missing_fashion_mnist_skips_its_regimes_with_one_line_each(tmp_path, monkeypatch):
+    import repae_lab.data.loaders as loaders
+    from repae_lab.experiments import speedup_search as ss
+
+    monkeypatch.setattr(loaders, "DEBIAN_FASHION_MNIST", tmp_path / "none")
+    picked, skipped = ss.select("default,fashion-16,fashion-32", {})
+    assert [r.name for r in picked] == ["default"] and len(skipped) == 2
+    assert all("\n" not in s and "apt-get install dataset-fashion-mnist" in s for s in skipped)
+    assert ss.select("fashion-16", {"download": True})[1] == []          # a download may still find it
+    # the IDX files where the loader looks: found
+    (tmp_path / "fm").mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (tmp_path / "fm" / name).write_bytes(b"")
+    assert ss.select("fashion-16", {"data_root": str(tmp_path / "fm")})[1] == []
+
+
+def test_the_search_command_skips_a_missing_fashion_mnist_in_one_line_and_lists_the_rest(tmp_path):
+    """The command itself (not only the library): --dry-run trains nothing, so this is quick."""
+    cmd = [sys.executable, "benchmarks/paper_claims.py", "--out", str(tmp_path), "--only", "search", "--dry-run",
+           "--regimes", "default,fashion-16", "--search-seeds", "1", "--set", f"data_root={tmp_path / 'no-fm'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert [l for l in proc.stdout.splitlines() if l.startswith("skipping regime")] == [
+        l for l in proc.stdout.splitlines() if "fashion" in l.lower()] and "skipping regime fashion-16" in proc.stdout
+    assert "estimated CPU time" in proc.stdout and "  repa-e: repa-e, no overrides, seeds [1]" in proc.stdout
+    bad = subprocess.run(cmd[:-2] + ["--regimes", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown regime(s) nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_estimate_counts_only_runs_still_to_train(tmp_path):
+    from repae_lab.experiments import speedup_search as ss
+
+    regimes = ss.select("default,steps-x2", {})[0]
+    total, text = ss.estimate(tmp_path, regimes, [0, 1], 500)
+    per_pair = 500 * (ss.CPU_SECONDS_PER_STEP["repa"] + ss.CPU_SECONDS_PER_STEP["repa-e"])
+    assert total == pytest.approx(2 * per_pair + 2 * 2 * per_pair)          # two seeds; x2 is twice as long
+    run = tmp_path / "repa-s0"                                              # a finished run is reused
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"steps": 500}))
+    (run / "summary.json").write_text(json.dumps({"steps": 500}))
+    one_less = total - 500 * ss.CPU_SECONDS_PER_STEP["repa"]
+    assert ss.estimate(tmp_path, regimes, [0, 1], 500)[0] == pytest.approx(one_less)
+    assert "estimated CPU time" in text and "steps-x2" in text
+
+
+def _regime_results(names, curves):
+    """Fake runs: for each (repa arm, repa-e arm) a curve per seed."""
+    return [_result(arm, curve, seed) for (repa, repae), (c_repa, c_repae) in zip(names, curves)
+            for seed, (a, b) in enumerate(zip(c_repa, c_repae)) for arm, curve in ((repa, a), (repae, b))]
+
+
+def test_the_search_verdict_names_the_largest_like_for_like_speed_up_from_the_numbers(tmp_path):
+    from repae_lab.experiments import speedup_search as ss
+
+    regimes = ss.select("default,vae-pretrain-0,latent-c8", {})[0]
+    slow = [(0, 100.0), (100, 50.0), (200, 10.0)]
+    at = lambda step: [(0, 100.0), (step, 10.0), (200, 5.0)]            # reaches 10 at `step`: 200/step x
+    curves = [([slow] * 3, [at(180), at(190), at(200)]),                # default: about 1.1x
+              ([slow] * 3, [at(20)] * 3),                               # from scratch: large, but not ranked
+              ([slow] * 3, [at(80), at(100), at(90)])]                  # c8: 2.5x, 2x, 2.2x
+    results = _regime_results([r.arm_names() for r in regimes], curves)
+    text = ss.write_report(tmp_path, results, regimes, [0, 1, 2], [], 1.0, "cmd", {})
+    sentence = text.split("### The regime where repa-e's speed-up is largest\n\n")[1].splitlines()[0]
+    assert "8 latent channels (latent-c8)" in sentence and "2.24 ± 0.25x over 3 seed(s)" in sentence
+    assert "reaches 2x over 3 seeds" in sentence and "does not" not in sentence
+    data = json.loads((tmp_path / "speedup_search.json").read_text())
+    assert data["verdict"] == sentence and [r["reached"] for r in data["regimes"]] == ["3/3"] * 3
+    assert "| VAE from scratch (0 pretraining steps) | vae_pretrain_steps=0 | no |" in text
+    assert "Not ranked, as not like-for-like: vae-pretrain-0" in text
+
+    # one seed below 2x, or one never reaching repa's FD (it counts as 0): no longer 2x over 3 seeds
+    curves[2] = ([slow] * 3, [at(80), at(120), at(90)])
+    results = _regime_results([r.arm_names() for r in regimes], curves)
+    assert "does not reach 2x over 3 seeds" in ss.verdict([ss.regime_numbers(r, by_arm(results)) for r in regimes])
+    rows = [{"regime": "a", "label": "A", "like_for_like": True, "reached": "2/3", "speedups": [3.0, 3.0, 0.0]},
+            {"regime": "b", "label": "B", "like_for_like": True, "reached": "3/3", "speedups": [2.1, 2.2, 2.3]},
+            {"regime": "c", "label": "C", "like_for_like": False, "reached": "3/3", "speedups": [9.0, 9.0, 9.0]}]
+    assert ss.verdict(rows).startswith("The largest like-for-like speed-up is in the regime B (b): 2.20 ± 0.10x")
+    assert ss.verdict(rows[:1]).endswith("it does not reach 2x over 3 seeds.")
+    assert ss.verdict(rows[2:]) == "No like-for-like speed-up was measured yet."
+    assert "(a lower bound" in ss.verdict([dict(rows[1], speedup="at least 2.20 ± 0.10")])
+    assert ss.verdict([dict(rows[1], speedups=[2.5])]).endswith("does not reach 2x over 3 seeds (fewer than 3 seeds).")
+
+
+@pytest.mark.slow
+def test_paper_claims_search_smoke_trains_the_pairs_and_writes_the_report(tmp_path, encoder_cache):
+    out = tmp_path / "ss"
+    text = _bench("paper_claims.py", out, encoder_cache, "--smoke", "--only", "search", "--regimes",
+                  "default,steps-x2", "--search-seeds", "0")
+    assert "estimated CPU time" in text
+    assert "The largest like-for-like speed-up" in text or "No like-for-like speed-up" in text
+    assert json.loads((out / "R4 repa-e-s0" / "config.json").read_text())["steps"] == 12
+    data = json.loads((out / "speedup_search.json").read_text())
+    assert [r["regime"] for r in data["regimes"]] == ["default", "steps-x2"]
+    assert (out / "speedup_search.md").read_text() in text

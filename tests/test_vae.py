@@ -62,6 +62,19 @@ def test_workshop_roundtrip_shapes(name, channels, size):
     assert downsample_factor(vae) == size // 8
 
 
+@pytest.mark.parametrize("name, channels", [("workshop-16-c8", 8), ("workshop-16-c16", 16)])
+def test_wider_workshop_latents_keep_the_8x8_grid_and_stay_small(name, channels):
+    """The speed-up search varies the latent's channels alone: same 16x16 input, same 8x8 grid (so the same
+    16 SiT tokens), a VAE still under 1M parameters."""
+    vae = _tiny(name)
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z, _ = encode(vae, x)
+        y = decode(vae, z)
+    assert z.shape == (2, channels, 8, 8) and y.shape == x.shape
+    assert sum(p.numel() for p in vae.parameters()) < 1_000_000
+
+
 @pytest.mark.parametrize("name, shape", [("sd-f8c4", (1, 4, 32, 32)), ("f16c32", (1, 32, 16, 16))])
 def test_large_configs_latent_shape_on_meta(name, shape):
     # The meta device runs the real forward's shape logic without allocating or computing.

@@ -66,6 +66,15 @@ def _find_idx_pair(folder: Path, prefix: str):
     return None if None in hits else tuple(hits)
 
 
+def find_fashion_mnist(root=None) -> Path | None:
+    """The folder the Fashion-MNIST loader would read its training IDX files from (root, or Debian's package
+    when root is None), or None when they are not there: lets a caller skip Fashion-MNIST work with one line
+    before it loads anything."""
+    root = Path(root).expanduser() if root else None
+    folders = [root, root / "FashionMNIST" / "raw"] if root else [DEBIAN_FASHION_MNIST]
+    return next((f for f in folders if _find_idx_pair(f, "train") is not None), None)
+
+
 def _load_fashion_mnist(*, resolution: int, root=None, split: str = "train", download: bool = False):
     prefix = "train" if split == "train" else "t10k"
     if root is not None:

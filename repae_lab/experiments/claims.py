@@ -34,6 +34,8 @@ ACCURACY_KEY = "eval/accuracy_workshop"
 # sampling noise and keep the recipes' order (docs/results.md, "the evaluation protocol"). One protocol, so that
 # workshop_claims.py and paper_claims.py pointed at one folder share runs.
 PROTOCOL = {"eval_every": 100, "eval_n": 1000, "eval_steps": 6}
+# iREPA (arXiv 2512.10794, docs/repa_followups.md): the conv projector and spatially normalised targets, together
+IREPA = {"projector": "conv", "target_norm": "spatial"}
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,16 @@ def run_path(out: Path, arm: str, seed: int) -> Path:
     return Path(out) / f"{arm}-s{seed}"
 
 
-def prepare_shared_networks(preset: str, seeds: Sequence[int], common: dict[str, Any], log) -> None:
+def prepare_shared_networks(preset: str, seeds: Sequence[int], common: dict[str, Any], log,
+                            variants: Sequence[dict[str, Any]] = ({},)) -> None:
     """The pretrained VAE, the REPA targets and the evaluator of every seed, trained (or loaded) here once, so
-    that parallel runs never train the same cached network twice."""
-    phase = Phase("preparing the shared networks (cached after the first time)", len(seeds), log)
-    for i, seed in enumerate(seeds):
-        prepare(resolve_config(preset, recipe="repa-e", overrides={**common, "seed": seed}), progress=False)
-        phase.update(i + 1, f"seed {seed}")
+    that parallel runs never train the same cached network twice. `variants`: override sets whose networks
+    differ from the common ones (another dataset, VAE or pretraining length), each prepared at every seed."""
+    todo = [(v, s) for v in variants for s in seeds]
+    phase = Phase("preparing the shared networks (cached after the first time)", len(todo), log)
+    for i, (variant, seed) in enumerate(todo):
+        prepare(resolve_config(preset, recipe="repa-e", overrides={**common, **variant, "seed": seed}), progress=False)
+        phase.update(i + 1, f"seed {seed}" + "".join(f", {k}={v}" for k, v in variant.items()))
     phase.close()
 
 
@@ -70,17 +75,19 @@ def _export_e2e_vae(source: Path, out: Path) -> Path:
 
 def train_arms(out: str | Path, preset: str, groups: Sequence[tuple[Sequence[Arm], Sequence[int]]],
                common: dict[str, Any] | None = None, *, processes: int = 2,
-               log: Callable[[str], None] = print) -> None:
+               log: Callable[[str], None] = print, shared_variants: Sequence[dict[str, Any]] = ()) -> None:
     """Train every arm of every (arms, seeds) group at each of its seeds (finished runs reused), in one
     schedule: an arm that trains on another arm's exported E2E-VAE starts as soon as that run has finished,
-    beside the others, so no core idles on a phase boundary."""
+    beside the others, so no core idles on a phase boundary. `shared_variants`: override sets of arms whose
+    cached networks differ from the common ones, prepared up front too (prepare_shared_networks)."""
     out, common = Path(out), dict(common or {})
     for arms, _ in groups:
         names = {a.name for a in arms}
         for arm in arms:
             if arm.on_e2e_vae_of and arm.on_e2e_vae_of not in names:
                 raise ValueError(f"arm '{arm.name}' trains on the E2E-VAE of '{arm.on_e2e_vae_of}', which is not an arm")
-    prepare_shared_networks(preset, sorted({s for _, seeds in groups for s in seeds}), common, log)
+    prepare_shared_networks(preset, sorted({s for _, seeds in groups for s in seeds}), common, log,
+                            [{}, *shared_variants])
 
     def job(arm: Arm, seed: int) -> RunJob:
         overrides, after, prepare = {**common, **arm.overrides, "seed": seed}, None, None
@@ -92,7 +99,18 @@ def train_arms(out: str | Path, preset: str, groups: Sequence[tuple[Sequence[Arm
         return RunJob(f"{arm.name}-s{seed}", run_path(out, arm.name, seed), preset, arm.recipe, overrides,
                       after=after, prepare=prepare)
 
-    jobs = [job(a, s) for arms, seeds in groups for s in seeds for a in arms]
+    jobs, seen = [], {}
+    for arms, seeds in groups:
+        for s in seeds:
+            for a in arms:
+                # one run per (arm, seed) even where two parts list it (the speed-up search's default regime is
+                # the claims' repa and repa-e); the same name for different settings would mix two runs
+                if (key := (a.name, s)) in seen:
+                    if (seen[key].recipe, seen[key].overrides) != (a.recipe, a.overrides):
+                        raise ValueError(f"arm '{a.name}' is listed twice with different settings")
+                    continue
+                seen[key] = a
+                jobs.append(job(a, s))
     # the two-stage jobs first among the waiting ones: each starts the moment its E2E-VAE's run is done
     jobs.sort(key=lambda j: j.after is None)
     train_in_parallel(jobs, processes=processes, log=log, title=f"training {len(jobs)} runs")
@@ -243,6 +261,16 @@ def fd_at_each_evaluation(results: Sequence[RunResult], arms: Sequence[str]) -> 
 def seed_pairs(slow: Sequence[RunResult], fast: Sequence[RunResult]) -> list[tuple[RunResult, RunResult]]:
     """(slow run, fast run) for every seed both arms have."""
     return [(s, f) for s in slow for f in fast if s.seed == f.seed]
+
+
+def reached_speedups(slow: Sequence[RunResult], fast: Sequence[RunResult]) -> list[float | None]:
+    """speedup per seed pair, with 0 where `fast` never reached `slow`'s final FD within its run (no speed-up, not
+    a missing number); None only where it cannot be read (no curve, or `slow` never got below the start)."""
+    ups = []
+    for s_, f_ in seed_pairs(slow, fast):
+        x = speedup(s_, f_)[1]
+        ups.append(0.0 if x is None and s_.fd and f_.fd and f_.fd[0][1] > s_.fd[-1][1] else x)
+    return ups
 
 
 def reached(found: Sequence[tuple[float | None, float | None]]) -> str:

@@ -112,6 +112,9 @@ VAE_CONFIGS: dict[str, dict] = {
 }
 # 1x16x16 -> 8x8x8: workshop-16 with twice the latent channels (benchmarks/paper_claims.py: a larger latent)
 VAE_CONFIGS["workshop-16-c8"] = dict(VAE_CONFIGS["workshop-16"], latent_channels=8)
+# 1x16x16 -> 16x8x8: four times the channels, the speed-up search's widest latent (experiments/speedup_search.py);
+# only the encoder's last and the decoder's first convolution grow, so it stays workshop-sized
+VAE_CONFIGS["workshop-16-c16"] = dict(VAE_CONFIGS["workshop-16"], latent_channels=16)
 
 
 # --------------------------------------------------------------------------- #
