@@ -10,14 +10,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # fail fast on any hub access: tests are offline
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # the suite runs in one worker per core (pyproject's addopts): a worker, and the training and notebook
-    # processes it starts, then take one thread each; more threads than cores makes torch's workers wait on
-    # each other and was measured to slow everything down
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-else:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small enough that every recipe runs a few steps in about a second on a 2-core CPU.
 TINY = dict(steps=3, batch_size=8, vae_pretrain_steps=20, sit_size="W-tiny", projector_dim=64, alignment_depth=2,
