@@ -12,9 +12,15 @@ import pytest
 
 from conftest import ROOT, TINY
 
-pytestmark = pytest.mark.slow
-
 CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_the_quickstart_evaluates_with_the_three_seed_tables_protocol_unless_told_otherwise():
+    from repae_lab.experiments.claims import PROTOCOL
+    from repae_lab.experiments.quickstart import quickstart_overrides
+
+    assert quickstart_overrides("workshop", None)["eval_steps"] == PROTOCOL["eval_steps"] == 6
+    assert quickstart_overrides("workshop", {"eval_steps": 2, "lr": 1e-3}) == {"eval_steps": 2, "lr": 1e-3}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +35,7 @@ def quickstart_dir(tmp_path_factory, encoder_cache):
     return out, proc.stdout + proc.stderr, cmd
 
 
+@pytest.mark.slow
 def test_quickstart_writes_a_report_with_the_story(quickstart_dir):
     out, log, _ = quickstart_dir
     page = (out / "report.html").read_text()
@@ -57,6 +64,7 @@ def test_quickstart_writes_a_report_with_the_story(quickstart_dir):
                      r" · training \d+ s \(repa \d+, e2e-diffusion \d+, repa-e \d+\)", log)
 
 
+@pytest.mark.slow
 def test_quickstart_run_again_reuses_everything(quickstart_dir):
     out, _, cmd = quickstart_dir
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("checkpoints/step-*/manifest.json")}
@@ -66,6 +74,7 @@ def test_quickstart_run_again_reuses_everything(quickstart_dir):
     assert before == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("checkpoints/step-*/manifest.json")}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (CI installs it)")
 def test_the_report_renders_offline_in_a_browser(quickstart_dir, tmp_path):
     pytest.importorskip("playwright")

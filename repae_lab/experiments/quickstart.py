@@ -84,6 +84,11 @@ def stage_times_line(times: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def quickstart_overrides(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The caller's overrides on top of the quickstart's evaluation protocol and the device's speed switches."""
+    return with_device_speed_switches(preset, {**QUICKSTART_EVALUATION, **(overrides or {})})
+
+
 def with_device_speed_switches(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     """The quickstart's runs on a GPU replay each step as a CUDA graph: a workshop step is a few thousand tiny
     kernels, and launching them took 75 ms per step on an H200 (docs/performance.md), longer than running them.
@@ -105,7 +110,7 @@ def quickstart(out: str | Path, *, preset: str = "workshop", recipes=QUICKSTART_
         raise RunError(f"--out '{out}' is a file; pass a folder for the runs and the report.")
     if jobs < 1 or eval_n < 4:
         raise ConfigError(f"--jobs must be at least 1 and --eval-n at least 4, got {jobs} / {eval_n}.")
-    overrides = with_device_speed_switches(preset, {**QUICKSTART_EVALUATION, **(overrides or {})})
+    overrides = quickstart_overrides(preset, overrides)
     run_jobs = [RunJob(r, out / "runs" / r, preset, r, overrides) for r in recipes]
     check_jobs(run_jobs)                                # a folder holding another run fails before any work
     cfgs = {j.name: j.config() for j in run_jobs}
