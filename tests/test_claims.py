@@ -62,10 +62,20 @@ def _bench(script: str, out: Path, cache: str, *args: str) -> str:
     return proc.stdout
 
 
+@pytest.fixture(scope="module")
+def claims_smoke(tmp_path_factory, encoder_cache) -> tuple[Path, str]:
+    """One `paper_claims.py --smoke` (every part) and what it printed. The workshop_claims and search smokes
+    then run into its folder, as a user's second benchmark would: runs with the same name and settings are
+    reused, not trained again (and each smoke stays a few minutes shorter)."""
+    out = tmp_path_factory.mktemp("claims") / "pc"
+    return out, _bench("paper_claims.py", out, encoder_cache, "--smoke")
+
+
 @pytest.mark.slow
-def test_workshop_claims_smoke_prints_the_table_and_reuses_its_runs(tmp_path, encoder_cache):
-    out = tmp_path / "wc"
+def test_workshop_claims_smoke_prints_the_table_and_reuses_its_runs(claims_smoke, encoder_cache):
+    out, _ = claims_smoke                   # paper_claims' four recipes at seeds 0 and 1 are these runs
     text = _bench("workshop_claims.py", out, encoder_cache, "--seeds", "0", "1")
+    assert text.count("finished already: reused") == 8
     for heading in ("FD at each evaluation", "At the end of training", "Speed-up of repa-e"):
         assert heading in text
     assert "| repa-e |" in text and " ± " in text                # two seeds: mean ± std
@@ -74,14 +84,11 @@ def test_workshop_claims_smoke_prints_the_table_and_reuses_its_runs(tmp_path, en
     assert sorted({(r["arm"], r["seed"]) for r in data["runs"]}) == sorted(
         (a, s) for a in ("vanilla", "repa", "e2e-diffusion", "repa-e") for s in (0, 1))
     assert all([s for s, _ in r["fd"]] == [0, 3, 6] for r in data["runs"])
-    again = _bench("workshop_claims.py", out, encoder_cache, "--seeds", "0", "1")
-    assert again.count("finished already: reused") == 8
 
 
 @pytest.mark.slow
-def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_them(tmp_path, encoder_cache):
-    out = tmp_path / "pc"
-    text = _bench("paper_claims.py", out, encoder_cache, "--smoke")
+def test_paper_claims_smoke_writes_every_table_and_plot_and_notebook_08_shows_them(claims_smoke, tmp_path):
+    out, text = claims_smoke
     for heading in ("Which claims reproduce", "1. Latent structure", "2. FD against steps", "3. Ablations",
                     "4. The E2E-VAE as a drop-in", "5. Alignment and latent scale", "6. The VAE's reconstruction",
                     "7. Where end-to-end tuning helps most"):
@@ -219,19 +226,33 @@ def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_pat
 def test_every_search_regime_gives_repa_and_repa_e_the_same_settings():
     from repae_lab.experiments import speedup_search as ss
 
-    arms = ss.search_arms(ss.SEARCH_REGIMES, 500)
+    arms = ss.search_arms(ss.SEARCH_REGIMES, 500, log_every=10)
     assert len(arms) == 2 * len(ss.SEARCH_REGIMES) and len({a.name for a in arms}) == len(arms)
     for repa, repae in zip(arms[::2], arms[1::2]):
         assert (repa.recipe, repae.recipe) == ("repa", "repa-e")
         assert repa.overrides == repae.overrides and repa.note == repae.note
     by_name = {a.name: a for a in arms}
-    assert by_name["S steps-x0.5 repa"].overrides == {"steps": 250, "checkpoint_every": 125}
+    # half the run, rounded down to the logging cadence: a resumable run checkpoints on a logged step
+    assert by_name["S steps-x0.5 repa"].overrides == {"steps": 250, "checkpoint_every": 120}
+    assert by_name["R4 repa"].overrides == {"steps": 1000, "checkpoint_every": 500}
     assert by_name["repa"].overrides == {}                  # the default regime is the claims' own repa run
     # every regime but the default changes a knob, and the SiT's width, channels, size and VAE pretraining each
     # have a regime of their own
     assert all(r.overrides for r in ss.SEARCH_REGIMES if r.name != "default")
     keys = {k for r in ss.SEARCH_REGIMES for k in r.overrides}
     assert {"vae_pretrain_steps", "vae", "resolution", "steps", "sit_size"} <= keys
+
+
+def test_every_search_arm_is_a_valid_config_of_the_preset_it_runs_on():
+    """What the command resolves before training: a regime whose settings the config refuses would stop the
+    search hours in (half the steps once checkpointed off the logging cadence)."""
+    from repae_lab.config import resolve_config
+    from repae_lab.experiments import speedup_search as ss
+
+    preset = resolve_config("workshop")
+    for arm in ss.search_arms(ss.SEARCH_REGIMES, preset.steps, preset.log_every):
+        cfg = resolve_config("workshop", recipe=arm.recipe, overrides=dict(arm.overrides))
+        assert all(getattr(cfg, k) == v for k, v in arm.overrides.items() if k != "vae"), arm.name
 
 
 def test_search_regimes_that_share_another_part_s_runs_have_exactly_that_part_s_settings():
@@ -347,13 +368,14 @@ def test_the_search_verdict_names_the_largest_like_for_like_speed_up_from_the_nu
 
 
 @pytest.mark.slow
-def test_paper_claims_search_smoke_trains_the_pairs_and_writes_the_report(tmp_path, encoder_cache):
-    out = tmp_path / "ss"
+def test_paper_claims_search_smoke_trains_the_pairs_and_writes_the_report(claims_smoke, encoder_cache):
+    """The default regime's pair is the claims' repa and repa-e (reused); half the steps is a pair of its own."""
+    out, _ = claims_smoke
     text = _bench("paper_claims.py", out, encoder_cache, "--smoke", "--only", "search", "--regimes",
-                  "default,steps-x2", "--search-seeds", "0")
-    assert "estimated CPU time" in text
+                  "default,steps-x0.5", "--search-seeds", "0")
+    assert "estimated CPU time" in text and text.count("finished already: reused") == 2
     assert "The largest like-for-like speed-up" in text or "No like-for-like speed-up" in text
-    assert json.loads((out / "R4 repa-e-s0" / "config.json").read_text())["steps"] == 12
+    assert json.loads((out / "S steps-x0.5 repa-e-s0" / "config.json").read_text())["steps"] == 3
     data = json.loads((out / "speedup_search.json").read_text())
-    assert [r["regime"] for r in data["regimes"]] == ["default", "steps-x2"]
+    assert [r["regime"] for r in data["regimes"]] == ["default", "steps-x0.5"]
     assert (out / "speedup_search.md").read_text() in text

@@ -71,21 +71,22 @@ CPU_SECONDS_PER_STEP = {"repa": 266 * 2 / 3 / 500, "repa-e": 470 * 2 / 3 / 500}
 COSTLIER = {"sit-W": "a wider, deeper SiT", "fashion-32": "a 32 px VAE", "latent-c16": "a wider latent"}
 
 
-def resolve(regime: Regime, steps: int) -> dict[str, Any]:
-    """The regime's overrides against a run of `steps` steps: "xF" steps become F times the steps, with the
-    checkpoint cadence at half the run (as section 7's longer run, whose runs this shares)."""
+def resolve(regime: Regime, steps: int, log_every: int = 1) -> dict[str, Any]:
+    """The regime's overrides against a run of `steps` steps logged every `log_every`: "xF" steps become F
+    times the steps, with the checkpoint cadence at half the run (as section 7's longer run, whose runs this
+    shares), rounded down to a multiple of the logging cadence, as a resumable run needs."""
     overrides = dict(regime.overrides)
     if isinstance(overrides.get("steps"), str):
         overrides["steps"] = max(1, int(float(overrides["steps"][1:]) * steps))
-        overrides["checkpoint_every"] = max(1, overrides["steps"] // 2)
+        overrides["checkpoint_every"] = max(log_every, overrides["steps"] // 2 // log_every * log_every)
     return overrides
 
 
-def search_arms(regimes: Sequence[Regime], steps: int) -> list[Arm]:
+def search_arms(regimes: Sequence[Regime], steps: int, log_every: int = 1) -> list[Arm]:
     """(repa, repa-e) per regime, with the same overrides: the like-for-like pairs."""
     arms = []
     for regime in regimes:
-        overrides = resolve(regime, steps)
+        overrides = resolve(regime, steps, log_every)
         arms += [Arm(name, recipe, dict(overrides), note=regime.label)
                  for name, recipe in zip(regime.arm_names(), ("repa", "repa-e"))]
     return arms
