@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import trange
 
-from .trained_cache import cached_trained_model
+from .trained_cache import cached_trained_model, classifier_accuracy
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,10 +106,8 @@ def train_workshop_encoder(images: torch.Tensor, labels: torch.Tensor, cfg: Work
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval().requires_grad_(False)
-    with torch.no_grad():
-        correct = sum((model.logits(images[i:i + 512].float()).argmax(1) == labels[i:i + 512]).sum().item()
-                      for i in range(0, len(images), 512))
-    stats = {"train_accuracy": correct / len(images), "seconds": time.time() - t0, "steps": steps}
+    stats = {"train_accuracy": classifier_accuracy(model.logits, images, labels), "seconds": time.time() - t0,
+             "steps": steps}
     return model, stats
 
 
