@@ -32,14 +32,15 @@ def _titles(page) -> list[str]:
     return [t.text_content() or "" for t in page.locator(".js-plotly-plot .gtitle").all()]
 
 
-def _run_all_cells(page, tries: int = 3) -> None:
-    """Run > Run All Cells from the menu bar; retried when no cell starts (a menu opened too early)."""
+def _run_all_cells(page, tries: int = 4) -> None:
+    """Run > Run All Cells from the menu bar; retried when no cell starts (a menu opened too early, as the
+    first click often is: a queued cell shows [*] at once, so a few seconds tell)."""
     started = "[...document.querySelectorAll('.jp-InputArea-prompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
     for attempt in range(tries):
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=10_000)
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click(timeout=10_000)
         try:
-            page.wait_for_function(started, timeout=15_000)
+            page.wait_for_function(started, timeout=4_000)
             return
         except Exception:
             page.keyboard.press("Escape")

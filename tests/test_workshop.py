@@ -434,12 +434,18 @@ def test_train_live_refreshes_the_view_while_training(prepared, tmp_path):
 
 
 def _execute(notebook, out, parameters, cwd):
-    import nbformat
     import papermill as pm
 
     pm.execute_notebook(str(NOTEBOOKS / notebook), str(out), parameters=parameters, cwd=str(cwd),
                         progress_bar=False, kernel_name="python3")
-    nb = nbformat.read(str(out), as_version=4)
+    return _read_executed(out, notebook)
+
+
+def _read_executed(path, notebook):
+    """The executed notebook and its code cells' outputs, none of them an error."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"], notebook
     return nb, outputs
@@ -458,15 +464,31 @@ CHECKED = {"2_interpolant_and_velocity": 1, "3_repa_loss": 1, "4_collapse": 1, "
 
 @pytest.mark.slow
 def test_every_kit_notebook_runs_under_papermill_with_the_solutions(prepared, tmp_path):
+    """Each notebook on its own work folder (a learner may open any of them first), two at a time: a notebook
+    is mostly its kernel's start-up, one process each."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import papermill as pm
+
     kit_dir, overrides, _, _ = prepared
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert len(names) == 7
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        running = {}
+        for name in names:
+            params = {"fill_solutions": True, "kit_dir": str(kit_dir), "work_dir": str(tmp_path / "work" / name),
+                      "overrides": overrides}
+            if name == "4_collapse":
+                params["live"] = True                                   # trains its own copy, tiny
+            # a process each: papermill changes the working directory of the process it runs in
+            running[name] = pool.submit(pm.execute_notebook, str(NOTEBOOKS / f"{name}.ipynb"),
+                                        str(tmp_path / f"{name}.ipynb"), parameters=params, cwd=str(tmp_path),
+                                        progress_bar=False, kernel_name="python3")
+        for name in names:
+            running[name].result()
     for name in names:
-        params = {"fill_solutions": True, "kit_dir": str(kit_dir), "work_dir": str(tmp_path / "work"),
-                  "overrides": overrides}
-        if name == "4_collapse":
-            params["live"] = True                                       # trains its own copy, tiny
-        nb, outputs = _execute(f"{name}.ipynb", tmp_path / f"{name}.ipynb", params, tmp_path)
+        nb, outputs = _read_executed(tmp_path / f"{name}.ipynb", name)
         text = _text(outputs)
         assert text.count("✓") >= CHECKED.get(name, 0) and "✗" not in text, (name, text[:2000])
         assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) >= 1, name
