@@ -304,12 +304,13 @@ def test_workshop_vae_pretraining_reconstructs_and_is_cached(tmp_path):
             z, _ = encode(vae, x, sample=False)
             return (decode(vae, z) - x).abs().mean().item()
 
-    trained = pretrained_workshop_vae("workshop-16", dataset, steps=150, cache_dir=tmp_path, progress=False)
+    # 40 steps already reconstruct 5x better than a fresh VAE (measured; 150 steps: 11x)
+    trained = pretrained_workshop_vae("workshop-16", dataset, steps=40, cache_dir=tmp_path, progress=False)
     assert trained.training and all(p.requires_grad for p in trained.parameters())
     torch.manual_seed(0)
     assert l1(trained) < 0.5 * l1(build_vae("workshop-16", in_channels=1))
     t0 = time.perf_counter()
-    again = pretrained_workshop_vae("workshop-16", dataset, steps=150, cache_dir=tmp_path, progress=False)
+    again = pretrained_workshop_vae("workshop-16", dataset, steps=40, cache_dir=tmp_path, progress=False)
     assert time.perf_counter() - t0 < 2.0
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), again.state_dict().values()))
     assert len(list((tmp_path / "vaes").glob("workshop-16-digits-16px-*.safetensors"))) == 1
