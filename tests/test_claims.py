@@ -367,6 +367,31 @@ def test_the_search_verdict_names_the_largest_like_for_like_speed_up_from_the_nu
     assert ss.verdict([dict(rows[1], speedups=[2.5])]).endswith("does not reach 2x over 3 seeds (fewer than 3 seeds).")
 
 
+def test_a_speed_up_against_a_plateau_is_not_counted_as_2x(tmp_path):
+    """The longer run (1,000 steps, measured): repa's FD stops falling near step 500, repa-e reaches repa's final
+    FD at step 490, so 1000 / 490 = 2.04x against repa's whole run, but repa itself got there by about step 600."""
+    from repae_lab.experiments import speedup_search as ss
+    from repae_lab.experiments.claims import own_reach_speedup
+
+    regimes = ss.select("steps-x2", {})[0]
+    plateau = [(0, 30.0), (400, 2.2), (500, 0.9), (600, 0.80), (800, 0.79), (1000, 0.80)]
+    fast = [(0, 30.0), (400, 1.5), (500, 0.7), (1000, 0.75)]
+    results = _regime_results([r.arm_names() for r in regimes], [([plateau] * 3, [fast] * 3)])
+    row = ss.regime_numbers(regimes[0], by_arm(results))
+    needs = 400 + 100 * (1.5 - 0.8) / (1.5 - 0.7)                        # repa-e at 0.80: step 487.5
+    assert row["speedups"] == pytest.approx([1000 / needs] * 3)               # 2.05x
+    assert row["own_reach_speedups"] == pytest.approx([600 / needs] * 3)      # 1.23x
+    sentence = ss.verdict([row])
+    assert "but not against the step where repa itself first reached its final FD" in sentence
+    assert "it reaches 2x over 3 seeds (every seed" not in sentence
+    text = ss.write_report(tmp_path, results, regimes, [0, 1, 2], [], 1.0, "cmd", {})
+    assert "against repa's own first reach" in text
+    # where repa's FD still falls at its end, the two readings are one number
+    falling = [(0, 30.0), (500, 2.0), (1000, 0.8)]
+    pair = _regime_results([("a", "b")], [([falling], [fast])])
+    assert own_reach_speedup(*pair) == pytest.approx(1000 / needs)
+
+
 @pytest.mark.slow
 def test_paper_claims_search_smoke_trains_the_pairs_and_writes_the_report(claims_smoke, encoder_cache):
     """The default regime's pair is the claims' repa and repa-e (reused); half the steps is a pair of its own."""

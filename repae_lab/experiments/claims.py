@@ -216,6 +216,15 @@ def speedup(slow: RunResult, fast: RunResult) -> tuple[float | None, float | Non
     return steps, (slow.fd[-1][0] / steps if steps else None)
 
 
+def own_reach_speedup(slow: RunResult, fast: RunResult) -> float | None:
+    """The steps `slow` itself needs to first reach its final FD over the steps `fast` needs: `speedup`'s
+    number where slow's FD still falls at its end, and no credit for steps slow spends on a plateau (a run past
+    its FD floor reaches its final FD long before its last step; the race is then to the floor, not to the end)."""
+    steps = speedup(slow, fast)[0]
+    own = steps_to_reach(slow.fd, slow.fd[-1][1]) if slow.fd else None
+    return own / steps if steps and own else None
+
+
 def first_evaluation(run: RunResult) -> int | None:
     """The step of the run's first evaluation after its start."""
     return next((s for s, _ in run.fd if s > run.fd[0][0]), None) if run.fd else None

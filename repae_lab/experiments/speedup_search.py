@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 from ..data.loaders import find_fashion_mnist
 from ..jobs.runs import run_is_complete
-from .claims import (IREPA, Arm, RunResult, by_arm, markdown_table, mean, reached_speedups, run_path, speedup_row,
-                     spread, write_json)
+from .claims import (IREPA, Arm, RunResult, by_arm, markdown_table, mean, own_reach_speedup, reached_speedups,
+                     run_path, seed_pairs, speedup_row, spread, write_json)
 
 
 @dataclass(frozen=True)
@@ -158,15 +158,23 @@ def regime_numbers(regime: Regime, groups: dict[str, list[RunResult]]) -> dict[s
     repa, repae = (groups.get(a, []) for a in regime.arm_names())
     label, repa_fd, steps, up, seeds_reached = speedup_row(regime.label, repa, repae)
     ups = reached_speedups(repa, repae)
+    own = [own_reach_speedup(a, b) for a, b in seed_pairs(repa, repae)]
     return {"regime": regime.name, "label": label, "like_for_like": regime.like_for_like,
             "overrides": regime.overrides, "repa_fd": repa_fd, "repae_fd": spread([r.final_fd for r in repae]),
-            "steps_needed": steps, "speedup": up, "reached": seeds_reached, "speedups": ups}
+            "steps_needed": steps, "speedup": up, "reached": seeds_reached, "speedups": ups,
+            "own_reach_speedup": spread(own), "own_reach_speedups": own}
 
 
 def reaches_2x(ups: Sequence[float | None], seeds: int = 3) -> bool:
     """At least `seeds` seed pairs, each with repa-e at repa's final FD in half the steps or fewer: a mean
     carried by one lucky seed does not count."""
     return len(ups) >= seeds and all(u is not None and u >= 2.0 for u in ups)
+
+
+def reaches_2x_both_ways(row: dict[str, Any]) -> bool:
+    """2x over 3 seeds against repa's whole run and against the step where repa itself first reached its final
+    FD: a speed-up that holds only against repa's plateau is not one a workshop should be shown."""
+    return reaches_2x(row["speedups"]) and reaches_2x(row.get("own_reach_speedups", row["speedups"]))
 
 
 def verdict(rows: Sequence[dict[str, Any]]) -> str:
@@ -178,8 +186,14 @@ def verdict(rows: Sequence[dict[str, Any]]) -> str:
     best, row = max(ranked, key=lambda x: x[0])
     ups = [u for u in row["speedups"] if u is not None]
     std = f" ± {statistics.stdev(ups):.2f}" if len(ups) > 1 else ""
-    reach = ("reaches 2x over 3 seeds (every seed at 2x or more)" if reaches_2x(row["speedups"]) else
-             "does not reach 2x over 3 seeds" + (" (fewer than 3 seeds)" if len(ups) < 3 else ""))
+    if reaches_2x_both_ways(row):
+        reach = "reaches 2x over 3 seeds (every seed at 2x or more)"
+    elif reaches_2x(row["speedups"]):
+        reach = (f"reaches 2x over 3 seeds against repa's whole run, but not against the step where repa itself "
+                 f"first reached its final FD ({row['own_reach_speedup']}x): repa's FD had stopped falling, so it "
+                 f"does not count as 2x")
+    else:
+        reach = "does not reach 2x over 3 seeds" + (" (fewer than 3 seeds)" if len(ups) < 3 else "")
     bound = (" (a lower bound: some seeds reached it before repa-e's first evaluation)"
              if str(row.get("speedup", "")).startswith("at least") else "")
     return (f"The largest like-for-like speed-up is in the regime {row['label']} ({row['regime']}): "
@@ -196,17 +210,19 @@ def write_report(out: str | Path, results: Sequence[RunResult], regimes: Sequenc
     sentence = verdict(rows)
     table = markdown_table(
         ["regime", "knob (both recipes)", "like-for-like", "repa final FD", "repa-e final FD",
-         "steps repa-e needs", "speed-up", "seeds reached"],
+         "steps repa-e needs", "speed-up", "seeds reached", "against repa's own first reach"],
         [[r["label"], ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-",
           "yes" if r["like_for_like"] else "no", r["repa_fd"], r["repae_fd"], r["steps_needed"], r["speedup"],
-          r["reached"]] for r in rows])
+          r["reached"], r["own_reach_speedup"]] for r in rows])
     sections = [f"Seeds {list(seeds)}; mean ± std over seeds; FD from the in-training evaluations (workshop "
                 f"evaluator); wall time {wall_s / 60:.1f} min; `{command}`",
                 "### The regime where repa-e's speed-up is largest", sentence,
                 "### repa-e against repa, one knob changed from the default regime", table,
                 "The speed-up is repa's steps over the steps repa-e needs to reach repa's final FD, over the seeds "
                 "that reached it (\"at least\": before repa-e's first evaluation, a bound). The ranking counts a "
-                "seed that never reached it as 0."]
+                "seed that never reached it as 0. The last column divides instead the step where repa itself "
+                "first reached its final FD: the same number while repa's FD still falls at its end, smaller "
+                "where repa sat on a plateau; 2x must hold both ways."]
     if unfair := [r["regime"] for r in rows if not r["like_for_like"]]:
         sections[-1] += (f" Not ranked, as not like-for-like: {', '.join(unfair)} (repa's VAE stays random while "
                          "repa-e's learns).")
