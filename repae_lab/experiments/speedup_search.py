@@ -171,34 +171,36 @@ def reaches_2x(ups: Sequence[float | None], seeds: int = 3) -> bool:
     return len(ups) >= seeds and all(u is not None and u >= 2.0 for u in ups)
 
 
-def reaches_2x_both_ways(row: dict[str, Any]) -> bool:
-    """2x over 3 seeds against repa's whole run and against the step where repa itself first reached its final
-    FD: a speed-up that holds only against repa's plateau is not one a workshop should be shown."""
-    return reaches_2x(row["speedups"]) and reaches_2x(row.get("own_reach_speedups", row["speedups"]))
+def fair_speedups(row: dict[str, Any]) -> list[float | None]:
+    """Per seed, the smaller of the two readings: against repa's whole run, and against the step where repa
+    itself first reached its final FD (0 where repa-e never got there). A speed-up that holds only against
+    repa's plateau is not one a workshop should be shown."""
+    own = row.get("own_reach_speedups") or [None] * len(row["speedups"])
+    return [u if u is None or o is None else min(u, o) for u, o in zip(row["speedups"], own)]
 
 
 def verdict(rows: Sequence[dict[str, Any]]) -> str:
-    """One sentence, from the numbers: the like-for-like regime with the largest mean speed-up (seeds that never
-    reached repa's final FD count as 0), and whether it reaches 2x over 3 seeds."""
-    ranked = [(mean(r["speedups"]), r) for r in rows if r["like_for_like"] and mean(r["speedups"]) is not None]
+    """One sentence, from the numbers: the like-for-like regime with the largest mean speed-up (the smaller
+    reading per seed; seeds that never reached repa's final FD count as 0), and whether it reaches 2x over 3
+    seeds; then any regime whose 2x holds only against repa's plateau."""
+    fair = [(mean(fair_speedups(r)), r) for r in rows if r["like_for_like"]]
+    ranked = [(m, r) for m, r in fair if m is not None]
     if not ranked:
         return "No like-for-like speed-up was measured yet."
     best, row = max(ranked, key=lambda x: x[0])
-    ups = [u for u in row["speedups"] if u is not None]
+    ups = [u for u in fair_speedups(row) if u is not None]
     std = f" ± {statistics.stdev(ups):.2f}" if len(ups) > 1 else ""
-    if reaches_2x_both_ways(row):
-        reach = "reaches 2x over 3 seeds (every seed at 2x or more)"
-    elif reaches_2x(row["speedups"]):
-        reach = (f"reaches 2x over 3 seeds against repa's whole run, but not against the step where repa itself "
-                 f"first reached its final FD ({row['own_reach_speedup']}x): repa's FD had stopped falling, so it "
-                 f"does not count as 2x")
-    else:
-        reach = "does not reach 2x over 3 seeds" + (" (fewer than 3 seeds)" if len(ups) < 3 else "")
+    reach = ("reaches 2x over 3 seeds (every seed at 2x or more)" if reaches_2x(fair_speedups(row)) else
+             "does not reach 2x over 3 seeds" + (" (fewer than 3 seeds)" if len(ups) < 3 else ""))
     bound = (" (a lower bound: some seeds reached it before repa-e's first evaluation)"
              if str(row.get("speedup", "")).startswith("at least") else "")
+    plateau = "".join(
+        f" {r['label']} ({r['regime']}) reaches 2x against repa's whole run ({r['speedup']}x) but not against the "
+        f"step where repa itself first reached its final FD ({r['own_reach_speedup']}x): repa's FD had stopped "
+        f"falling." for _, r in fair if reaches_2x(r["speedups"]) and not reaches_2x(fair_speedups(r)))
     return (f"The largest like-for-like speed-up is in the regime {row['label']} ({row['regime']}): "
             f"{best:.2f}{std}x over {len(ups)} seed(s){bound} ({row['reached']} reached repa's final FD); "
-            f"it {reach}.")
+            f"it {reach}.{plateau}")
 
 
 def write_report(out: str | Path, results: Sequence[RunResult], regimes: Sequence[Regime], seeds: Sequence[int],
@@ -222,7 +224,7 @@ def write_report(out: str | Path, results: Sequence[RunResult], regimes: Sequenc
                 "that reached it (\"at least\": before repa-e's first evaluation, a bound). The ranking counts a "
                 "seed that never reached it as 0. The last column divides instead the step where repa itself "
                 "first reached its final FD: the same number while repa's FD still falls at its end, smaller "
-                "where repa sat on a plateau; 2x must hold both ways."]
+                "where repa sat on a plateau; the ranking and the 2x test take the smaller of the two per seed."]
     if unfair := [r["regime"] for r in rows if not r["like_for_like"]]:
         sections[-1] += (f" Not ranked, as not like-for-like: {', '.join(unfair)} (repa's VAE stays random while "
                          "repa-e's learns).")
