@@ -5,10 +5,11 @@ docs/results.md quotes its output).
     .venv/bin/python benchmarks/workshop_claims.py --out runs/claims
     .venv/bin/python benchmarks/workshop_claims.py --out /tmp/smoke --seeds 0 --set steps=6 eval_every=3 eval_n=16
 
-It prints (and writes OUT/workshop_claims.md, OUT/workshop_claims.json, OUT/fd_against_steps.png): FD at each
-evaluation and the final class accuracy and latent spatial variance, mean ± std over the seeds, and the
-speed-up: the steps repa-e needs to reach the final FD of repa and of vanilla. Finished runs are reused, so a
-second call only prints; an interrupted one resumes.
+It prints (and writes OUT/workshop_claims.md, OUT/workshop_claims.json, OUT/workshop_fd_against_steps.png, named
+apart from paper_claims.py's plot so the two can share a folder): FD at each evaluation and the final class
+accuracy and latent spatial variance, mean ± std over the seeds, and the speed-up: the steps repa-e needs to reach
+the final FD of repa and of vanilla. Finished runs are reused, so a second call only prints; an interrupted one
+resumes.
 """
 from __future__ import annotations
 
@@ -58,12 +59,12 @@ def main() -> None:
     command = "python benchmarks/workshop_claims.py " + " ".join(
         [f"--out {args.out}", f"--seeds {' '.join(map(str, args.seeds))}"] + ([f"--set {' '.join(args.sets)}"] if args.sets else []))
     text = report(results, ARMS, args.seeds, time.time() - t0, command)
-    fd_plot(results, [a.name for a in ARMS], out / "fd_against_steps.png",
+    fd_plot(results, [a.name for a in ARMS], out / "workshop_fd_against_steps.png",
             title=f"{args.preset} preset, {len(args.seeds)} seeds: FD against steps (mean, min-max band)")
     (out / "workshop_claims.md").write_text(text + "\n")
     write_json(out / "workshop_claims.json", results, {"command": command, "common": common})
     print(text)
-    print(f"\nwritten: {out / 'workshop_claims.md'}, {out / 'fd_against_steps.png'}")
+    print(f"\nwritten: {out / 'workshop_claims.md'}, {out / 'workshop_fd_against_steps.png'}")
 
 
 if __name__ == "__main__":
