@@ -78,9 +78,12 @@ def test_the_projector_switch_reaches_the_sit_of_a_run_and_its_flop_count(tiny_c
 # parity: with the switches off, the step is the one before they existed
 
 def test_the_default_step_computes_what_it_did_before_the_switches_existed(encoder_cache):
-    """Reference numbers from commit 45edf41 (tests/fixtures/repa_followups_parity_v1.json), one thread. The
-    cached target encoder and pretrained VAE may have been trained at another thread count, which moves the
-    numbers by about 1e-5; a changed step (another RNG order, another loss) moves them by far more than 1e-4."""
+    """Reference numbers from commit 45edf41 (tests/fixtures/repa_followups_parity_v1.json), one thread. Another
+    thread count or another CPU (its convolution kernels) moves them: on a Sapphire Rapids core (AMX) the weight
+    sums moved by under 1e-5, the losses by under 1e-4, but the generator's GAN loss by 2.4e-3, because it is the
+    mean of the PatchGAN's logits behind a training-mode BatchNorm, a small number left after cancellation. A
+    changed step moves far more: the same steps under seed 1 moved the weight sums by 2e-3 to 4e-2 and the GAN
+    loss by 0.43."""
     from repae_lab.config import resolve_config
 
     expected = json.loads(PARITY.read_text())
@@ -96,7 +99,8 @@ def test_the_default_step_computes_what_it_did_before_the_switches_existed(encod
             got["vae_param_sum"] = float(sum(p.detach().double().sum() for p in state.nets.vae.parameters()))
             assert got.keys() == expected[recipe].keys()
             for key, value in expected[recipe].items():
-                assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (recipe, key)
+                rel = 1e-2 if key == "loss/gan_g" else 5e-4
+                assert got[key] == pytest.approx(value, rel=rel, abs=1e-6), (recipe, key)
     finally:
         torch.set_num_threads(threads)
 
