@@ -26,7 +26,11 @@ fi
 
 if [ "$installer" = uv ]; then
   mapfile -t pip_settings < <(.venv/bin/python scripts/pip_config_for_uv.py)
-  .venv/bin/python -m uv pip install --quiet --python .venv/bin/python "${pip_settings[@]}" --editable ".${extras}"
+  # --compile-bytecode: pip writes the .pyc files at install time, uv leaves them to the first import, and where
+  # PYTHONDONTWRITEBYTECODE is set (these machines and CI) no import ever writes them: every process then compiled
+  # torch's and diffusers' sources again (`repae-lab --help` 12.4 s -> 4.8 s once compiled, measured under load)
+  .venv/bin/python -m uv pip install --quiet --compile-bytecode --python .venv/bin/python "${pip_settings[@]}" \
+    --editable ".${extras}"
 else
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet --editable ".${extras}"

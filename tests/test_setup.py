@@ -58,6 +58,7 @@ def test_setup_installs_with_uv_and_the_machines_pip_settings(fake_checkout):
     install = [c for c in calls if c.startswith("-m uv pip install")]
     assert len(install) == 1, calls
     assert install[0].endswith("--editable .[notebooks,tracking,dev]")
+    assert "--compile-bytecode" in install[0]     # as pip does: no process compiles the packages' sources again
     assert not any(c.startswith("-m pip install --quiet --editable") for c in calls)
 
 
