@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # fail fast on any hub access: tests are offline
+# networks trained and cached where a test passes no cache_dir (kit runs, evaluators of compare-vaes, the
+# quickstart) go to a folder of this session's, never the user's ~/.cache/repae_lab: a warm user cache would
+# make the tests faster than CI's and test less, and the tests would fill it (set here, so subprocesses inherit it)
+os.environ["REPAE_LAB_CACHE"] = tempfile.mkdtemp(prefix="repae_lab-test-cache-")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small enough that every recipe runs a few steps in about a second on a 2-core CPU.

@@ -3,11 +3,13 @@ arithmetic of speed-ups and spreads, and a smoke run of each that checks the tab
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT
 from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, by_arm, load_claims, load_followups, speedup,
@@ -189,8 +191,8 @@ def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_pat
     events, polls = [], {"a": 4, "b": 1, "c": 1, "d": 1}
 
     class FakeRun:                          # a training process that finishes after a few polls
-        def __init__(self, cmd, **kwargs):
-            self.run = Path(cmd[cmd.index("--out") + 1])
+        def __init__(self, run, **kwargs):
+            self.run = run
             self.left, self.returncode = polls[self.run.name], None
             events.append(f"start {self.run.name}")
 
@@ -207,7 +209,7 @@ def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_pat
 
         def terminate(self):
             pass
-    monkeypatch.setattr(pt.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(pt, "start_training", FakeRun)
     monkeypatch.setattr(pt.time, "sleep", lambda s: None)
     job = lambda name, **kw: pt.RunJob(name, tmp_path / name, "workshop", "repa", **kw)
     d = job("d", after=tmp_path / "a", prepare=lambda: events.append("prepare d"))
@@ -219,6 +221,36 @@ def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_pat
     with pytest.raises(RunError, match="needs the finished run"):
         pt.train_in_parallel([job("e", after=tmp_path / "never")], processes=2, log=lambda m: None)
 
+
+
+def _comparable(run: Path) -> list[dict]:
+    """A run's logged records without what the clock decides."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k and "/s" not in k} for r in records]
+
+
+@pytest.mark.slow
+def test_a_run_trained_in_a_forked_child_is_the_command_lines_run_and_a_failure_is_one_line(tmp_path, tiny):
+    """train_in_parallel forks its children from a server that imported the library once (jobs/training_child.py):
+    the run must come out bitwise as `python -m repae_lab train` trains it, one thread each."""
+    import repae_lab.jobs.parallel_training as pt
+    from repae_lab.rundir import RunError
+    from repae_lab.rundir.checkpoints import latest_good_checkpoint, load_checkpoint
+
+    overrides = tiny(steps=4, checkpoint_every=2)
+    forked, command = (pt.RunJob(name, tmp_path / name, "workshop", "repa-e", overrides) for name in ("a", "b"))
+    assert pt.train_in_parallel([forked], processes=2, log=lambda m: None) == [forked]
+    subprocess.run(pt.train_command(command, resume=False), cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert _comparable(forked.run) == _comparable(command.run)
+    (a, _), (b, _) = (load_checkpoint(latest_good_checkpoint(run)) for run in (forked.run, command.run))
+    assert a.keys() == b.keys() and all(torch.equal(a[g][k], b[g][k]) for g in a for k in a[g])
+    assert (tmp_path / "a.log").read_text().startswith(f"run directory: {forked.run}")   # its output in its log
+
+    broken = pt.RunJob("c", tmp_path / "c", "workshop", "repa-e", {**overrides, "dataset": "imagefolder",
+                                                                  "data_root": str(tmp_path / "no-such-folder")})
+    with pytest.raises(RunError, match=r"training c failed \(.*no-such-folder.*\); its log is .*c\.log"):
+        pt.train_in_parallel([broken], processes=2, log=lambda m: None)
 
 # ---------------------------------------------------------------------------------------------------------
 # the speed-up search (paper_claims.py --only search, repae_lab/experiments/speedup_search.py)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -221,6 +222,7 @@ def executed(tmp_path_factory, encoder_cache):
     from repae_lab.jobs.cadence import with_cadence
     from repae_lab.jobs.launch import train
     from repae_lab.notebooks.runner import run_notebook
+    from repae_lab.notebooks.sweeps import share_the_cores
     from repae_lab.config import resolve_config
 
     root = tmp_path_factory.mktemp("notebooks")
@@ -248,7 +250,8 @@ def executed(tmp_path_factory, encoder_cache):
     done, running = {}, {}
     # two worker processes (papermill changes the working directory of the process it runs in); a notebook
     # starts as soon as the runs it reads exist
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=share_the_cores, initargs=(2,)) as pool:
         while len(done) < len(params):
             for stem in params:
                 if stem not in done and stem not in running and needs.get(stem, set()) <= set(done) \
@@ -448,7 +451,8 @@ def sweep_notebook(tmp_path_factory) -> Path:
                                           "check(globals(), a=int, b=one_of('x', 'y'), widgets=bool)"),
                 nbformat.v4.new_code_cell("from repae_lab.notebooks import output as notebook_output\nprint(a, b)"),
                 nbformat.v4.new_code_cell("print('about to check a')\nassert a != 3, 'a is three'"),
-                nbformat.v4.new_code_cell("notebook_output.record_headline({'score': a * 10 + len(b)})")]
+                nbformat.v4.new_code_cell("import os\nnotebook_output.record_headline({'score': a * 10 + len(b), "
+                                          "'threads': os.environ.get('OMP_NUM_THREADS')})")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
     return path
@@ -466,6 +470,10 @@ def test_sweep_runs_a_grid_writes_an_index_and_skips_what_finished(sweep_noteboo
     for e in index["combinations"]:
         assert (out / e["notebook"]).is_file() and (out / e["html"]).is_file()
     assert [e["headline"]["score"] for e in index["combinations"]] == [11, 11, 21, 21]
+    # two kernels at a time, each with its share of the cores (more threads than cores spin-wait)
+    cores = len(os.sched_getaffinity(0))
+    share = os.environ.get("OMP_NUM_THREADS", str(max(1, cores // 2)))
+    assert {e["headline"]["threads"] for e in index["combinations"]} == {share}
     page = (out / "index.html").read_text()
     assert all(f"href='{e['html']}'" in page for e in index["combinations"]) and "<td>21</td>" in page
     assert json.loads((out / "index.json").read_text())["combinations"] == index["combinations"]

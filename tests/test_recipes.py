@@ -218,7 +218,11 @@ def test_cached_latents_give_the_same_run_as_encoding_each_step(tiny_config):
 
 
 @pytest.mark.slow
-def test_torch_compile_switch_runs(tiny_config):
+def test_torch_compile_switch_runs(tiny_config, monkeypatch):
+    # aot_eager traces forward and backward as inductor does and runs them eagerly: inductor's C++ code generation
+    # took 44 s of the suite on 2 cores and tests torch rather than the switch (the GPU session compiles for real)
+    monkeypatch.setenv("REPAE_LAB_COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
     state = build_state(tiny_config("repa", compile=True), progress=False)
     x, y = _batch(state)
     metrics = train_step(state, x, y, step_generator(0, 0))

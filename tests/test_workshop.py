@@ -471,10 +471,13 @@ def test_every_kit_notebook_runs_under_papermill_with_the_solutions(prepared, tm
 
     import papermill as pm
 
+    from repae_lab.notebooks.sweeps import share_the_cores
+
     kit_dir, overrides, _, _ = prepared
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert len(names) == 7
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=share_the_cores, initargs=(2,)) as pool:
         running = {}
         for name in names:
             params = {"fill_solutions": True, "kit_dir": str(kit_dir), "work_dir": str(tmp_path / "work" / name),

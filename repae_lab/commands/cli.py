@@ -16,14 +16,11 @@ from __future__ import annotations
 import sys
 
 from ..config import PRESETS, RECIPES, ConfigError, parse_overrides, resolve_config
-from ..data import DatasetError
 from ..evaluation import evaluate_run, format_record
-from ..jobs.launch import train
-from ..metrics.feature_spaces import FeatureSpaceError
+from ..jobs.launch import USER_ERRORS, train
 from ..models.export import export_vae
 from ..probes import ProbeError, ProbeSettings, compare_runs, summary_table
-from ..rundir import CheckpointError, RunError
-from ..sampling import SamplingError, SamplingSpec, parse_interval, sample_to_files
+from ..sampling import SamplingSpec, parse_interval, sample_to_files
 from ..tracking import export_run
 from ..training.distributed import shutdown
 from ..training.summary import format_summary
@@ -214,7 +211,7 @@ def run(args) -> int:
     """Run one parsed command line: a bad input or a broken run directory ends in one line and exit status 2."""
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, RunError, CheckpointError, SamplingError, FeatureSpaceError) as err:
+    except USER_ERRORS as err:
         print(f"repae-lab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import Config, ConfigError
+from ..data import DatasetError
 from ..evaluation import TrainingEvaluator
+from ..metrics.feature_spaces import FeatureSpaceError
+from ..rundir import CheckpointError, RunError
+from ..sampling import SamplingError
 from ..tracking import require, run_tracker, tracker_names
 from ..training.loop import train as train_loop
+
+# what bad input or a broken run directory raises: the commands, and a training child in its log, say it in one
+# line (`repae-lab: error: ...`) instead of a traceback
+USER_ERRORS = (ConfigError, DatasetError, RunError, CheckpointError, SamplingError, FeatureSpaceError)
 
 
 def train(cfg: Config | None = None, out: str | Path | None = None, *, resume: str | Path | None = None,

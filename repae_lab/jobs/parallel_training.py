@@ -6,8 +6,6 @@ workshop networks are too small for intra-op parallelism to pay, and the second 
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from ..config import Config, resolve_config
 from ..rundir import RunError, layout
 from .progress import Phase
 from .runs import run_action, run_is_complete
+from .training_child import start_training
 
 
 @dataclass(frozen=True)
@@ -98,9 +97,6 @@ def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callab
         return []
     total = sum(j.config().steps for j in todo)
     phase = Phase(title or f"training {', '.join(j.name for j in todo)}", total, log)
-    env = dict(os.environ)
-    if processes > 1:
-        env["OMP_NUM_THREADS"] = "1"
     waiting, running, started = list(todo), {}, {}
     try:
         while waiting or running:
@@ -109,26 +105,25 @@ def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callab
                 if job.prepare is not None:
                     job.prepare()
                 job.run.parent.mkdir(parents=True, exist_ok=True)
-                logfile = open(job.run.parent / f"{job.run.name}.log", "a")
-                cmd = train_command(job, resume=states[job.name] == "resume")
-                running[job.name] = (job, subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env),
-                                     logfile)
+                logfile = job.run.parent / f"{job.run.name}.log"
+                resume = states[job.name] == "resume"
+                running[job.name] = (start_training(
+                    run=job.run, resume=resume, preset=job.preset, recipe=job.recipe, overrides=job.overrides,
+                    log=logfile, one_thread=processes > 1, command=train_command(job, resume)), logfile)
                 started[job.name] = time.time()
             time.sleep(0.5)
             phase.update(sum(_steps_done(j.run) for j in todo))
-            for name, (job, proc, logfile) in list(running.items()):
+            for name, (proc, logfile) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                logfile.close()
                 del running[name]
                 if proc.returncode != 0:
-                    lines = Path(logfile.name).read_text().strip().splitlines()
+                    lines = logfile.read_text().strip().splitlines() if logfile.exists() else []
                     raise RunError(f"training {name} failed ({lines[-1] if lines else 'no output'}); its log is "
-                                   f"{logfile.name}. Run the same command again to resume.")
+                                   f"{logfile}. Run the same command again to resume.")
                 log(f"[{name}] trained in {time.time() - started[name]:.0f} s")
     finally:
-        for _, proc, logfile in running.values():     # an error or Ctrl-C: the children stop, resumable
+        for proc, _ in running.values():     # an error or Ctrl-C: the children stop, resumable
             proc.terminate()
-            logfile.close()
     phase.close()
     return list(todo)
