@@ -252,6 +252,19 @@ def test_a_run_trained_in_a_forked_child_is_the_command_lines_run_and_a_failure_
     with pytest.raises(RunError, match=r"training c failed \(.*no-such-folder.*\); its log is .*c\.log"):
         pt.train_in_parallel([broken], processes=2, log=lambda m: None)
 
+
+def test_without_a_forkserver_the_child_is_the_command_line_with_one_thread(tmp_path, monkeypatch):
+    """Where multiprocessing has no forkserver (Windows), a training child is `python -m repae_lab train`."""
+    import repae_lab.jobs.training_child as tc
+
+    started = {}
+    monkeypatch.setattr(tc, "_forkserver", lambda: None)
+    monkeypatch.setattr(tc.subprocess, "Popen", lambda cmd, **kw: started.update(cmd=cmd, **kw) or "child")
+    child = tc.start_training(run=tmp_path / "r", resume=False, preset="workshop", recipe="repa", overrides={},
+                              log=tmp_path / "r.log", one_thread=True, command=["python", "-m", "repae_lab", "train"])
+    assert child == "child" and started["cmd"] == ["python", "-m", "repae_lab", "train"]
+    assert started["env"]["OMP_NUM_THREADS"] == "1" and started["stdout"].name == str(tmp_path / "r.log")
+
 # ---------------------------------------------------------------------------------------------------------
 # the speed-up search (paper_claims.py --only search, repae_lab/experiments/speedup_search.py)
 
