@@ -23,6 +23,15 @@ TINY = dict(steps=3, batch_size=8, vae_pretrain_steps=20, sit_size="W-tiny", pro
             log_every=1, snapshot_every=0, checkpoint_every=0, ema_decay=0.9, eval_every=0)
 
 
+def logged_losses(run: Path) -> list[dict]:
+    """A run's logged training and evaluation records without their wall-clock time: what two runs that trained
+    bitwise alike share (events are left out)."""
+    from repae_lab import rundir
+
+    return [{k: v for k, v in r.items() if k != "time"} for r in rundir.read_jsonl(run / "metrics.jsonl")
+            if "event" not in r]
+
+
 @pytest.fixture(scope="session")
 def encoder_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("encoder-cache"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, logged_losses
 from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, by_arm, load_claims, load_followups, speedup,
                                           spread, steps_to_reach, train_arms)
 
@@ -223,12 +223,6 @@ def test_a_job_that_needs_another_run_starts_as_soon_as_that_run_is_done(tmp_pat
 
 
 
-def _comparable(run: Path) -> list[dict]:
-    """A run's logged records without what the clock decides."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k and "/s" not in k} for r in records]
-
-
 @pytest.mark.slow
 def test_a_run_trained_in_a_forked_child_is_the_command_lines_run_and_a_failure_is_one_line(tmp_path, tiny):
     """train_in_parallel forks its children from a server that imported the library once (jobs/training_child.py):
@@ -242,7 +236,7 @@ def test_a_run_trained_in_a_forked_child_is_the_command_lines_run_and_a_failure_
     assert pt.train_in_parallel([forked], processes=2, log=lambda m: None) == [forked]
     subprocess.run(pt.train_command(command, resume=False), cwd=ROOT, check=True, capture_output=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert _comparable(forked.run) == _comparable(command.run)
+    assert logged_losses(forked.run) == logged_losses(command.run)
     (a, _), (b, _) = (load_checkpoint(latest_good_checkpoint(run)) for run in (forked.run, command.run))
     assert a.keys() == b.keys() and all(torch.equal(a[g][k], b[g][k]) for g in a for k in a[g])
     assert (tmp_path / "a.log").read_text().startswith(f"run directory: {forked.run}")   # its output in its log

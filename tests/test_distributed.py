@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import logged_losses
 from repae_lab import rundir
 from repae_lab.config import resolve_config
 from repae_lab.jobs.launch import train
@@ -23,11 +24,6 @@ def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run(TORCHRUN + args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-def _losses(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "time"} for r in rundir.read_jsonl(run / "metrics.jsonl")
-            if "event" not in r]
 
 
 def _close(a: list[dict], b: list[dict], rtol=2e-3, atol=2e-4) -> None:
@@ -62,7 +58,7 @@ def runs(tmp_path_factory, encoder_cache):
 
 
 def test_two_processes_give_the_losses_of_one(runs):
-    one, two = _losses(runs / "one"), _losses(runs / "two")
+    one, two = logged_losses(runs / "one"), logged_losses(runs / "two")
     assert len(two) == 4
     _close(two, one[:4])
 
@@ -74,7 +70,7 @@ def test_a_two_process_checkpoint_resumes_with_one_process(runs):
     cfg["steps"] = 6                                   # extend the run by two steps, in one process
     (run / "config.json").write_text(json.dumps(cfg))
     train(resume=run, progress=False)
-    _close(_losses(run), _losses(runs / "one"))
+    _close(logged_losses(run), logged_losses(runs / "one"))
 
 
 def _free_port() -> int:
@@ -102,4 +98,4 @@ def test_accelerate_launch_gives_the_losses_of_one_process(runs, encoder_cache):
     assert "accelerate launch asked for mixed precision 'bf16'" in proc.stderr
     assert "mixed_precision=bf16" in proc.stderr
     assert json.loads((run / "config.json").read_text())["mixed_precision"] == "no"
-    _close(_losses(run), _losses(runs / "one")[:4])
+    _close(logged_losses(run), logged_losses(runs / "one")[:4])

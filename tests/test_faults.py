@@ -14,17 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import logged_losses
 from repae_lab import rundir
 from repae_lab.commands import main
 from repae_lab.jobs.launch import train
 from repae_lab.config import resolve_config
 from repae_lab.rundir import RunError
 from repae_lab.training import loop as train_mod
-
-
-def _losses(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "time"} for r in rundir.read_jsonl(run / "metrics.jsonl")
-            if "event" not in r]
 
 
 def _cli(capsys, args) -> tuple[int, str]:
@@ -69,7 +65,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_as_an_uninterrupted_ru
     train(resume=tmp_path / "killed", progress=False)
     assert "no usable checkpoint" in capsys.readouterr().err
     # the pretrained VAE, not a random one: the same losses (VAE L1 included) as the uninterrupted run
-    assert _losses(tmp_path / "killed") == _losses(tmp_path / "straight")
+    assert logged_losses(tmp_path / "killed") == logged_losses(tmp_path / "straight")
 
 
 def test_every_checkpoint_damaged_restarts_an_unfinished_run_and_refuses_a_finished_one(tmp_path, tiny):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import ROOT, logged_losses
 from repae_lab import rundir
 from repae_lab.training import loop as train_mod
 from repae_lab.training.alarms import AlarmMonitor
@@ -28,13 +29,6 @@ from repae_lab.jobs.launch import train
 from repae_lab.models.from_run import load_for_sampling
 from repae_lab.rundir import RunError
 from repae_lab.training.loop import TrainingStopped
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _losses(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "time"} for r in rundir.read_jsonl(run / "metrics.jsonl")
-            if "event" not in r]
 
 
 @pytest.mark.slow
@@ -66,7 +60,7 @@ def test_kill_dash_nine_then_resume_matches_an_uninterrupted_run(tmp_path, tiny)
     resumed = subprocess.run([sys.executable, "-m", "repae_lab", "train", "--resume", str(run), "--quiet"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert _losses(run) == _losses(tmp_path / "straight"), f"killed at step {killed_at}"
+    assert logged_losses(run) == logged_losses(tmp_path / "straight"), f"killed at step {killed_at}"
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, tiny, capsys):
