@@ -228,14 +228,15 @@ def test_a_run_trained_in_a_forked_child_is_the_command_lines_run_and_a_failure_
     """train_in_parallel forks its children from a server that imported the library once (jobs/training_child.py):
     the run must come out bitwise as `python -m repae_lab train` trains it, one thread each."""
     import repae_lab.jobs.parallel_training as pt
+    from repae_lab.jobs.training_child import train_command
     from repae_lab.rundir import RunError
     from repae_lab.rundir.checkpoints import latest_good_checkpoint, load_checkpoint
 
     overrides = tiny(steps=4, checkpoint_every=2)
     forked, command = (pt.RunJob(name, tmp_path / name, "workshop", "repa-e", overrides) for name in ("a", "b"))
     assert pt.train_in_parallel([forked], processes=2, log=lambda m: None) == [forked]
-    subprocess.run(pt.train_command(command, resume=False), cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(train_command(command.run, False, "workshop", "repa-e", overrides), cwd=ROOT, check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert logged_losses(forked.run) == logged_losses(command.run)
     (a, _), (b, _) = (load_checkpoint(latest_good_checkpoint(run)) for run in (forked.run, command.run))
     assert a.keys() == b.keys() and all(torch.equal(a[g][k], b[g][k]) for g in a for k in a[g])
@@ -254,9 +255,11 @@ def test_without_a_forkserver_the_child_is_the_command_line_with_one_thread(tmp_
     started = {}
     monkeypatch.setattr(tc, "_forkserver", lambda: None)
     monkeypatch.setattr(tc.subprocess, "Popen", lambda cmd, **kw: started.update(cmd=cmd, **kw) or "child")
-    child = tc.start_training(run=tmp_path / "r", resume=False, preset="workshop", recipe="repa", overrides={},
-                              log=tmp_path / "r.log", one_thread=True, command=["python", "-m", "repae_lab", "train"])
-    assert child == "child" and started["cmd"] == ["python", "-m", "repae_lab", "train"]
+    child = tc.start_training(run=tmp_path / "r", resume=False, preset="workshop", recipe="repa",
+                              overrides={"steps": 4}, log=tmp_path / "r.log", one_thread=True)
+    assert child == "child" and started["cmd"] == [sys.executable, "-m", "repae_lab", "train", "--preset", "workshop",
+                                                   "--recipe", "repa", "--out", str(tmp_path / "r"), "--quiet",
+                                                   "--set", "steps=4"]
     assert started["env"]["OMP_NUM_THREADS"] == "1" and started["stdout"].name == str(tmp_path / "r.log")
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ workshop networks are too small for intra-op parallelism to pay, and the second 
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,26 +43,6 @@ def check_jobs(jobs: Sequence[RunJob]) -> dict[str, str]:
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
     return {j.name: run_action(j.preset, j.recipe, j.run, j.overrides) for j in jobs}
-
-
-def _set_value(value: Any) -> str:
-    """A --set value that the CLI's YAML reading gives back as the same Python value."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_set_value(v) for v in value) + "]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def train_command(job: RunJob, resume: bool) -> list[str]:
-    base = [sys.executable, "-m", "repae_lab", "train"]
-    if resume:
-        return base + ["--resume", str(job.run), "--quiet"]
-    sets = [f"{k}={_set_value(v)}" for k, v in job.overrides.items()]
-    return (base + ["--preset", job.preset, "--recipe", job.recipe, "--out", str(job.run), "--quiet"]
-            + (["--set", *sets] if sets else []))
 
 
 def _steps_done(run: Path) -> int:
@@ -109,7 +88,7 @@ def train_in_parallel(jobs: Sequence[RunJob], *, processes: int = 2, log: Callab
                 resume = states[job.name] == "resume"
                 running[job.name] = (start_training(
                     run=job.run, resume=resume, preset=job.preset, recipe=job.recipe, overrides=job.overrides,
-                    log=logfile, one_thread=processes > 1, command=train_command(job, resume)), logfile)
+                    log=logfile, one_thread=processes > 1), logfile)
                 started[job.name] = time.time()
             time.sleep(0.5)
             phase.update(sum(_steps_done(j.run) for j in todo))

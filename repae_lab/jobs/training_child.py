@@ -101,17 +101,39 @@ def _forkserver():
     return context
 
 
+def _set_value(value: Any) -> str:
+    """A --set value that the CLI's YAML reading gives back as the same Python value."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_set_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def train_command(run: Path, resume: bool, preset: str, recipe: str, overrides: dict[str, Any]) -> list[str]:
+    """The same run as a `python -m repae_lab train` command line (the child where there is no forkserver)."""
+    base = [sys.executable, "-m", "repae_lab", "train"]
+    if resume:
+        return base + ["--resume", str(run), "--quiet"]
+    sets = [f"{k}={_set_value(v)}" for k, v in overrides.items()]
+    return (base + ["--preset", preset, "--recipe", recipe, "--out", str(run), "--quiet"]
+            + (["--set", *sets] if sets else []))
+
+
 def start_training(*, run: Path, resume: bool, preset: str, recipe: str, overrides: dict[str, Any], log: Path,
-                   one_thread: bool, command: list[str]):
-    """Start training `run` in a child process writing to `log`; `command` is the same run as a command line,
-    used where there is no forkserver. Returns an object with poll(), returncode and terminate()."""
+                   one_thread: bool):
+    """Start training `run` (or resuming it) in a child process writing to `log`, one torch thread if asked.
+    Returns an object with poll(), returncode and terminate()."""
     env = dict(os.environ)
     if one_thread:
         env["OMP_NUM_THREADS"] = "1"
     context = _forkserver()
     if context is None:
         with open(log, "a") as logfile:
-            return subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT, env=env)
+            return subprocess.Popen(train_command(run, resume, preset, recipe, overrides), stdout=logfile,
+                                    stderr=subprocess.STDOUT, env=env)
     request = ChildRequest(str(run), resume, preset, recipe, dict(overrides), str(log), one_thread, os.getcwd(), env)
     process = context.Process(target=_train_in_child, args=(request,), name=f"train {run.name}")
     process.start()
