@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT, logged_losses
-from repae_lab.experiments.claims import (FD_KEY, Arm, RunResult, by_arm, load_claims, load_followups, speedup,
-                                          spread, steps_to_reach, train_arms)
+from repae_lab.experiments.claims import FD_KEY, Arm, RunResult, by_arm, speedup, spread, steps_to_reach, train_arms
+from repae_lab.experiments.claims_output import load_claims, load_followups
 
 SMOKE = ["steps=6", "batch_size=8", "vae_pretrain_steps=20", "encoder_steps=30", "probe_size=20", "snapshot_recons=4",
          "latent_stats_batches=1", "log_every=1", "snapshot_every=3", "checkpoint_every=3", "eval_every=3",
